@@ -1,0 +1,193 @@
+"""Configuration: one frozen settings object from a YAML file and `CDC_RECON_*` variables.
+
+Precedence, highest first: keyword arguments, environment variables, the YAML file given
+with `-c`, defaults. Nested settings take `__` in variable names
+(`CDC_RECON_SERVICE__BATCH_SIZE=2000`); the three connection settings are top-level:
+`CDC_RECON_KAFKA_BOOTSTRAP`, `CDC_RECON_SOURCE_URL`, `CDC_RECON_TARGET_URL`.
+
+    >>> settings = load_settings("cdc-recon.yml")  # doctest: +SKIP
+    >>> settings.masked()["target_url"]             # doctest: +SKIP
+    'postgresql://app:***@db:5432/target'
+
+Unknown keys are an error that names them; database URLs are `SecretStr` and are masked
+whenever printed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cdc_recon.exceptions import ConfigError
+
+_config_file: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "cdc_recon_config_file", default=None
+)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableMapping(_Section):
+    """One allowed source table and how its events become target rows (promise P7)."""
+
+    source: str = Field(description="source table as schema.table (Debezium) or its name")
+    target: str = Field(description="target table as schema.table")
+    key: tuple[str, ...] = Field(min_length=1, description="key columns, in source names")
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    rename: dict[str, str] = Field(default_factory=dict)
+    delete_mode: Literal["hard", "soft"] = "hard"
+    soft_delete_column: str = "_deleted"
+
+    @field_validator("target")
+    @classmethod
+    def _target_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"not a table identifier: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> TableMapping:
+        if self.include and self.exclude:
+            raise ValueError("give include or exclude, not both")
+        dropped = set(self.exclude) & set(self.key)
+        if dropped or (self.include and not set(self.key) <= set(self.include)):
+            raise ValueError("key columns cannot be excluded")
+        return self
+
+
+class ServiceSettings(_Section):
+    batch_size: int = Field(5000, gt=0, description="max messages per applied batch")
+    poll_timeout: float = Field(0.5, gt=0, description="seconds to wait for a batch")
+    retry_initial: float = Field(0.5, gt=0, description="first backoff on a transient error")
+    retry_max: float = Field(30.0, gt=0, description="longest backoff")
+
+
+class Settings(BaseSettings):
+    """Everything cdc_recon reads from its environment, validated and frozen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CDC_RECON_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    source_url: SecretStr | None = None
+    target_url: SecretStr = SecretStr("postgresql://127.0.0.1:5432/target")
+    group_id: str = "cdc-recon"
+    topics: tuple[str, ...] = ()
+    dead_letter_topic: str = "cdc-recon.dead-letter"
+    schema_registry_url: str | None = None
+    format: Literal["auto", "debezium", "plain", "avro"] = "auto"
+    control_schema: str = "cdc_recon"
+    kafka: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties for clients"
+    )
+    tables: tuple[TableMapping, ...] = ()
+    service: ServiceSettings = ServiceSettings()
+
+    @classmethod
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data, with passwords in URLs replaced by `***`."""
+        data = self.model_dump(mode="json")
+        for name in ("source_url", "target_url"):
+            secret = getattr(self, name)
+            data[name] = mask_url(secret.get_secret_value()) if secret else None
+        data["kafka"] = {
+            k: ("***" if "password" in k or "secret" in k else v) for k, v in self.kafka.items()
+        }
+        return data
+
+    def mapping_for(self, source_table: str) -> TableMapping | None:
+        """The mapping of `source_table`, or None when it is not allowed."""
+        for mapping in self.tables:
+            if mapping.source == source_table:
+                return mapping
+        return None
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Feeds the parsed YAML file (set by `load_settings`) to pydantic-settings."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_config_file.get() or {})
+
+
+def mask_url(url: str) -> str:
+    """`scheme://user:secret@host/db` → `scheme://user:***@host/db`."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file at `path` (if any) and the environment into `Settings`.
+
+    Raises `ConfigError` naming the first bad or unknown key.
+    """
+    data = _read_yaml(Path(path)) if path else {}
+    token = _config_file.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        raise ConfigError(f"config: {key}: {message}", key=key) from exc
+    finally:
+        _config_file.reset(token)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data

@@ -1,0 +1,49 @@
+"""Engines for the source and target databases, and translation of driver errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from cdc_recon.config import mask_url
+from cdc_recon.exceptions import DatabaseUnavailable
+
+
+def sqlalchemy_url(url: str | SecretStr) -> sa.URL:
+    """A libpq-style `postgresql://` URL as SQLAlchemy's psycopg2 URL.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; cdc_recon uses psycopg2 for
+    its COPY support, so the driver is named explicitly.
+    """
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    parsed = sa.make_url(raw)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def create_engine(url: str | SecretStr, *, name: str = "database", **kwargs: Any) -> sa.Engine:
+    """An engine for `url`; `name` ("source", "target") labels connection errors."""
+    try:
+        parsed = sqlalchemy_url(url)
+        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+        raise DatabaseUnavailable(
+            f"bad {name} database URL {mask_url(raw)!r}: {exc}", service=name
+        ) from exc
+
+
+def check_connection(engine: sa.Engine, *, name: str = "database") -> None:
+    """Raise `DatabaseUnavailable` with a clear message when `engine` cannot connect."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(
+            f"cannot reach the {name} database at {shown}: {reason}", service=name
+        ) from exc

@@ -1,0 +1,131 @@
+"""The normalised change event every codec produces, and change identity.
+
+A `ChangeEvent` is format-neutral: Debezium JSON, Avro and the plain seed format all
+decode into it (see `cdc_recon.codecs`). The applier never looks at raw messages.
+
+Positions
+    `SourcePosition` is an ordered tuple of integers, compared as a tuple, never as a
+    string: PostgreSQL `(lsn,)`, MySQL `(binlog file index, pos, row)`, the plain format
+    `(timestamp_ms,)`. For PostgreSQL the change LSN alone orders the changes *of one
+    key*: two transactions that change the same row are serialised by the row lock, so
+    the later one's change record is written after the earlier one commits.
+
+Change identity
+    `change_id(table, key_text, tx)`: `table:key:tx`, where `tx` is the 32-bit
+    transaction id for PostgreSQL (Debezium's `source.txId`; a trigger's
+    `txid_current() & 4294967295`), the GTID or `file:pos` for MySQL, and the event
+    timestamp in milliseconds for the plain format. `key_text` is the key's values in
+    key-column order as a compact JSON array of strings, which PostgreSQL computes as
+    `array_to_json(ARRAY[k1::text, k2::text])::text`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+MAX_POSITION_PART = 2**63 - 1
+TXID_MASK = 0xFFFFFFFF
+
+
+class Op(enum.StrEnum):
+    """Debezium's operation codes; the plain format's INSERT/UPDATE/DELETE map onto them."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # snapshot read
+    TRUNCATE = "t"
+
+    @property
+    def writes_row(self) -> bool:
+        return self in (Op.CREATE, Op.UPDATE, Op.READ)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SourcePosition:
+    """Where a change sits in its source's log; compared as a tuple of integers."""
+
+    parts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("a source position needs at least one part")
+        for part in self.parts:
+            if type(part) is not int or not 0 <= part <= MAX_POSITION_PART:
+                raise ValueError(f"position parts are integers in [0, 2**63): {self.parts!r}")
+
+    def __str__(self) -> str:
+        return "/".join(str(part) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change to one row of a source table, as every codec reports it.
+
+    `key` maps key columns to values (Debezium's message key); a plain-format event with
+    a scalar key has `key={"": value}` until the table mapping names the column.
+    `after` is the row image after the change (None for deletes and truncates).
+    `unavailable` names the columns whose value the source did not send (Debezium's
+    unchanged-TOAST placeholder): they must never overwrite the stored value.
+    """
+
+    table: str
+    op: Op
+    key: Mapping[str, Any]
+    after: Mapping[str, Any] | None
+    position: SourcePosition
+    source_ts_ms: int
+    tx: str | None = None
+    unavailable: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            raise ValueError("a change event needs a table")
+        if self.op.writes_row and self.after is None:
+            raise ValueError(f"op {self.op.value!r} needs a row image")
+
+    def replace(self, **changes: Any) -> ChangeEvent:
+        return dataclasses.replace(self, **changes)
+
+
+def canonical_text(value: Any) -> str:
+    """A key value as PostgreSQL's `::text` writes it, for the common key types."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def key_text(values: Sequence[Any]) -> str:
+    """The key's values, in key-column order, as a compact JSON array of strings."""
+    return orjson.dumps([canonical_text(v) for v in values]).decode()
+
+
+def change_id(table: str, key: str, tx: str) -> str:
+    """The identity of one change, computable from the source log and from the ledger."""
+    return f"{table}:{key}:{tx}"
+
+
+def pg_tx(txid: int) -> str:
+    """PostgreSQL's transaction marker: the 32-bit xid (epoch bits dropped)."""
+    return str(txid & TXID_MASK)
+
+
+def event_change_id(event: ChangeEvent, key_values: Sequence[Any]) -> str:
+    """Change identity of `event` once the mapping has ordered its key values."""
+    tx = event.tx if event.tx is not None else str(event.source_ts_ms)
+    return change_id(event.table, key_text(key_values), tx)
+
+
+def key_values(key: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
+    """The key's values in `columns` order; a scalar plain-format key fills one column."""
+    if len(key) == 1 and "" in key and len(columns) == 1:
+        return (key[""],)
+    return tuple(key[column] for column in columns)

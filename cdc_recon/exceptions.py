@@ -1,0 +1,104 @@
+"""Every error cdc_recon raises on purpose derives from `CdcReconError`.
+
+    CdcReconError
+    ├── ConfigError                 bad or unknown configuration (names the key)
+    ├── ConnectionFailed            a service cannot be reached
+    │   ├── KafkaUnavailable
+    │   └── DatabaseUnavailable
+    ├── DecodeError                 a message cannot be decoded (carries Kafka coordinates)
+    ├── MappingError                an event names a table or column the mapping does not allow
+    ├── ApplyError                  the target rejected a write
+    │   └── TransientDatabaseError  worth retrying (connection lost, serialization failure)
+    └── StackError                  the local stack could not be started
+
+Errors carry data (topic, partition, offset, table, key) so that the quarantine and the
+CLI can report them without parsing messages. The CLI is the only place that turns them
+into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class CdcReconError(Exception):
+    """Root of cdc_recon's errors."""
+
+    exit_code: int = 1
+
+
+class ConfigError(CdcReconError):
+    """The configuration is invalid; `key` names the offending setting when known."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ConnectionFailed(CdcReconError):
+    """A service cannot be reached."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, service: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class KafkaUnavailable(ConnectionFailed):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, service="kafka")
+
+
+class DatabaseUnavailable(ConnectionFailed):
+    def __init__(self, message: str, *, service: str = "database") -> None:
+        super().__init__(message, service=service)
+
+
+class MessageError(CdcReconError):
+    """Base for errors about one Kafka message; carries its coordinates."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class DecodeError(MessageError):
+    """A message could not be decoded into a change event."""
+
+    reason = "undecodable"
+
+
+class MappingError(MessageError):
+    """An event names a table (or column) that the configured mapping does not allow."""
+
+    reason = "unmapped"
+
+    def __init__(self, message: str, *, table: str | None = None, **coords: object) -> None:
+        super().__init__(message, **coords)  # type: ignore[arg-type]
+        self.table = table
+
+
+class ApplyError(CdcReconError):
+    """The target database rejected a write."""
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class TransientDatabaseError(ApplyError):
+    """A database error worth retrying: the connection dropped, a serialization failure."""
+
+
+class StackError(CdcReconError):
+    """The local stack (scripts/stack) could not be started or read."""

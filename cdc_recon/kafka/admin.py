@@ -1,0 +1,78 @@
+"""Cluster checks and topic administration."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from cdc_recon.exceptions import KafkaUnavailable
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    cluster_id: str | None
+    brokers: int
+    topics: int
+
+
+LOG = logging.getLogger("cdc_recon.kafka")
+
+
+def client_config(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """librdkafka settings for any client; its own log lines go to `cdc_recon.kafka`."""
+    return {"bootstrap.servers": bootstrap, "logger": LOG, **(extra or {})}
+
+
+def describe_cluster(bootstrap: str, *, timeout: float = 10.0) -> ClusterInfo:
+    """One metadata request; `KafkaUnavailable` when the cluster does not answer."""
+    admin = AdminClient(client_config(bootstrap))
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from exc
+    return ClusterInfo(metadata.cluster_id, len(metadata.brokers), len(metadata.topics))
+
+
+def round_trip(bootstrap: str, *, timeout: float = 30.0) -> float:
+    """Write one message to a scratch topic, read it back with a consumer group.
+
+    Returns the seconds it took; the scratch topic is deleted afterwards.
+    """
+    topic = f"cdc-recon.roundtrip.{uuid.uuid4().hex[:10]}"
+    admin = AdminClient(client_config(bootstrap))
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=timeout)
+    started = time.monotonic()
+    try:
+        payload = uuid.uuid4().bytes
+        producer = Producer(client_config(bootstrap))
+        producer.produce(topic, value=payload)
+        if producer.flush(timeout) != 0:
+            raise KafkaUnavailable(f"Kafka at {bootstrap} did not acknowledge a write")
+        consumer = Consumer(
+            {
+                **client_config(bootstrap),
+                "group.id": topic,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            consumer.subscribe([topic])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None and msg.value() == payload:
+                    consumer.commit(message=msg, asynchronous=False)
+                    return time.monotonic() - started
+        finally:
+            consumer.close()
+        raise KafkaUnavailable(f"the message written to {topic} was not read back in {timeout}s")
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=timeout)
