@@ -1,0 +1,80 @@
+"""The control tables cdc_recon keeps in the target database, created by `cdc-recon init`.
+
+    ledger      one row per applied change (unique change id), with its source position,
+                Kafka coordinates and outcome (applied | superseded)
+    key_state   per target key: the newest source position applied and whether the key
+                is deleted, so that an older update can never bring a row back (P3)
+    offsets     per consumer group and partition: the next offset to read, written in
+                the same transaction as the rows (P4)
+    failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
+
+Every statement is idempotent: `init` may run any number of times.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cdc_recon.db.sql import quote_ident
+
+CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
+
+
+def control_ddl(schema: str) -> list[str]:
+    s = quote_ident(schema)
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"""CREATE TABLE IF NOT EXISTS {s}.ledger (
+            change_id text PRIMARY KEY,
+            source_table text NOT NULL,
+            target_table text NOT NULL,
+            key_text text NOT NULL,
+            op text NOT NULL,
+            position bigint[] NOT NULL,
+            tx text,
+            source_ts timestamptz NOT NULL,
+            topic text,
+            kafka_partition int,
+            kafka_offset bigint,
+            outcome text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())""",
+        f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger (source_table, source_ts)",
+        f"""CREATE TABLE IF NOT EXISTS {s}.key_state (
+            target_table text NOT NULL,
+            key_text text NOT NULL,
+            position bigint[] NOT NULL,
+            deleted boolean NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (target_table, key_text))""",
+        f"""CREATE TABLE IF NOT EXISTS {s}.offsets (
+            group_id text NOT NULL,
+            topic text NOT NULL,
+            kafka_partition int NOT NULL,
+            next_offset bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (group_id, topic, kafka_partition))""",
+        f"""CREATE TABLE IF NOT EXISTS {s}.failures (
+            id bigserial PRIMARY KEY,
+            topic text NOT NULL,
+            kafka_partition int NOT NULL,
+            kafka_offset bigint NOT NULL,
+            raw_key bytea,
+            raw_value bytea,
+            reason text NOT NULL,
+            detail text NOT NULL,
+            source_table text,
+            status text NOT NULL DEFAULT 'open',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            resolved_at timestamptz,
+            UNIQUE (topic, kafka_partition, kafka_offset))""",
+    ]
+
+
+def init_control_schema(engine: sa.Engine, schema: str) -> list[str]:
+    """Create the control schema and tables if absent; returns the tables now present."""
+    with engine.begin() as conn:
+        # Two instances starting at once must not race on CREATE ... IF NOT EXISTS.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('cdc_recon.init'))"))
+        for statement in control_ddl(schema):
+            conn.execute(sa.text(statement))
+    return [f"{schema}.{table}" for table in CONTROL_TABLES]

@@ -1,0 +1,106 @@
+"""Identifier quoting and COPY text encoding: the only way values and names reach SQL.
+
+Table and column names come from the configured mapping and the reflected target, and
+are always quoted; values never become SQL text, they travel through COPY or parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from cdc_recon.mapping import MISSING
+
+NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table(qualified: str) -> str:
+    """`schema.table` (or `table`) as a quoted, qualified identifier."""
+    return ".".join(quote_ident(part) for part in qualified.split(".", 1))
+
+
+def _text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value.translate(_ESCAPES)  # type: ignore[no-any-return]
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int or kind is decimal.Decimal or kind is float:
+        return str(value)
+    if kind is dt.datetime:
+        return value.isoformat(sep=" ")  # type: ignore[no-any-return]
+    if kind in (dt.date, dt.time, uuid.UUID):
+        return str(value)
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        return "\\\\x" + bytes(value).hex()
+    if kind is dict or kind is list:
+        return orjson.dumps(value).decode().translate(_ESCAPES)
+    if isinstance(value, dt.timedelta):
+        return f"{value.total_seconds()} seconds"
+    return str(value).translate(_ESCAPES)
+
+
+def _json_text(value: Any) -> str:
+    if type(value) is str:  # Debezium's io.debezium.data.Json: already JSON text
+        return value.translate(_ESCAPES)
+    return orjson.dumps(value).decode().translate(_ESCAPES)
+
+
+def _array_literal(value: Any) -> str:
+    if type(value) is not list:
+        return _text(value)
+    items = []
+    for item in value:
+        if item is None:
+            items.append("NULL")
+        else:
+            text = item if type(item) is str else str(_text(item))
+            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return ("{" + ",".join(items) + "}").translate(_ESCAPES)
+
+
+Encoder = Callable[[Any], str]
+
+
+def column_encoders(
+    columns: Sequence[str], json_columns: frozenset[str], array_columns: frozenset[str]
+) -> list[Encoder]:
+    """One COPY-text encoder per column, chosen by the target column's type."""
+    encoders: list[Encoder] = []
+    for column in columns:
+        if column in json_columns:
+            encoders.append(_json_text)
+        elif column in array_columns:
+            encoders.append(_array_literal)
+        else:
+            encoders.append(_text)
+    return encoders
+
+
+def copy_line(values: Sequence[Any], encoders: Sequence[Encoder]) -> str:
+    """One COPY text line (no newline); None and MISSING are written as NULL."""
+    return "\t".join(
+        NULL if value is None or value is MISSING else encode(value)
+        for value, encode in zip(values, encoders, strict=True)
+    )
+
+
+def copy_plain(values: Sequence[Any]) -> str:
+    """A COPY text line for values of simple types (control-table rows)."""
+    return "\t".join(NULL if value is None else _text(value) for value in values)
+
+
+def position_literal(parts: Sequence[int]) -> str:
+    """A `bigint[]` literal for a source position."""
+    return "{" + ",".join(str(part) for part in parts) + "}"

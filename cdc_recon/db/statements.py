@@ -1,0 +1,163 @@
+"""The SQL the applier runs for one target table, built once from its reflected shape.
+
+Each target table gets a temporary staging table with the same column types (without
+constraints) plus `_key`, `_pos`, `_op` and `_uset` (which columns the row is missing).
+A batch's winning rows are COPYed into it; then, in order:
+
+1. `advance`: the key_state upsert, guarded by position, and the deletion from the
+   stage of every key whose stored position is not older (a concurrent writer won);
+2. `upsert(missing)`: rows written for each distinct set of missing columns, which are
+   left out of the INSERT and the UPDATE so the stored values survive (unchanged TOAST);
+3. `delete`: hard delete, or soft delete that sets the flag column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cdc_recon.config import TableMapping
+from cdc_recon.db.sql import Encoder, column_encoders, quote_ident, quote_table
+from cdc_recon.mapping import TargetShape
+
+
+@dataclass
+class TableStatements:
+    shape: TargetShape
+    mapping: TableMapping
+    stage: str
+    control_schema: str
+    encoders: list[Encoder] = field(init=False)
+    _upserts: dict[frozenset[int], str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.encoders = column_encoders(
+            self.shape.columns, self.shape.json_columns, self.shape.array_columns
+        )
+
+    @property
+    def table(self) -> str:
+        return quote_table(self.shape.table)
+
+    @property
+    def stage_columns(self) -> list[str]:
+        return [*(quote_ident(c) for c in self.shape.columns), "_key", "_pos", "_op", "_uset"]
+
+    def create_stage(self) -> str:
+        columns = ", ".join(quote_ident(c) for c in self.shape.columns)
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self.stage)} ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns}, ''::text AS _key, '{{}}'::bigint[] AS _pos, ''::text AS _op, "
+            f"0 AS _uset FROM {self.table} WITH NO DATA"
+        )
+
+    def copy_stage(self) -> str:
+        return f"COPY {quote_ident(self.stage)} ({', '.join(self.stage_columns)}) FROM STDIN"
+
+    def truncate_stage(self) -> str:
+        return f"TRUNCATE {quote_ident(self.stage)}"
+
+    def advance(self) -> str:
+        """Guarded key_state upsert; deletes the stage rows of keys that did not advance."""
+        state = f"{quote_ident(self.control_schema)}.key_state"
+        stage = quote_ident(self.stage)
+        return (
+            f"WITH adv AS (INSERT INTO {state} AS ks (target_table, key_text, position, deleted) "
+            f"SELECT %(table)s, _key, _pos, _op = 'd' FROM {stage} "
+            f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
+            f"deleted = EXCLUDED.deleted, updated_at = now() "
+            f"WHERE ks.position < EXCLUDED.position RETURNING ks.key_text) "
+            f"DELETE FROM {stage} s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)"
+        )
+
+    def upsert(self, missing: frozenset[int]) -> str:
+        """Write the stage's non-delete rows whose missing-column set is `missing`."""
+        cached = self._upserts.get(missing)
+        if cached is not None:
+            return cached
+        present = [c for i, c in enumerate(self.shape.columns) if i not in missing]
+        quoted = ", ".join(quote_ident(c) for c in present)
+        keys = ", ".join(quote_ident(c) for c in self.shape.key)
+        updates = [c for c in present if c not in self.shape.key]
+        assignments = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in updates)
+        action = f"DO UPDATE SET {assignments}" if updates else "DO NOTHING"
+        sql = (
+            f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM {quote_ident(self.stage)} "
+            f"WHERE _op <> 'd' AND _uset = %(uset)s ON CONFLICT ({keys}) {action}"
+        )
+        self._upserts[missing] = sql
+        return sql
+
+    def delete(self) -> str:
+        match = " AND ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in self.shape.key)
+        stage = quote_ident(self.stage)
+        if self.mapping.delete_mode == "soft":
+            flag = quote_ident(self.mapping.soft_delete_column)
+            return (
+                f"UPDATE {self.table} t SET {flag} = true FROM {stage} s "
+                f"WHERE s._op = 'd' AND {match}"
+            )
+        return f"DELETE FROM {self.table} t USING {stage} s WHERE s._op = 'd' AND {match}"
+
+
+def ledger_stage_ddl() -> str:
+    return (
+        "CREATE TEMP TABLE IF NOT EXISTS _cdcr_ledger (change_id text, source_table text, "
+        "target_table text, key_text text, op text, position bigint[], tx text, "
+        "source_ts_ms bigint, topic text, kafka_partition int, kafka_offset bigint, "
+        "outcome text) ON COMMIT DELETE ROWS"
+    )
+
+
+LEDGER_COLUMNS = (
+    "change_id, source_table, target_table, key_text, op, position, tx, source_ts_ms, "
+    "topic, kafka_partition, kafka_offset, outcome"
+)
+
+
+def ledger_insert(schema: str) -> str:
+    """Move the staged ledger rows in; a change id already there is a duplicate."""
+    return (
+        f"WITH ins AS (INSERT INTO {quote_ident(schema)}.ledger (change_id, source_table, "
+        "target_table, key_text, op, position, tx, source_ts, topic, kafka_partition, "
+        "kafka_offset, outcome) SELECT DISTINCT ON (change_id) change_id, source_table, "
+        "target_table, key_text, op, position, tx, to_timestamp(source_ts_ms / 1000.0), topic, "
+        "kafka_partition, kafka_offset, outcome FROM _cdcr_ledger "
+        "ORDER BY change_id, position DESC "
+        "ON CONFLICT (change_id) DO NOTHING RETURNING outcome) "
+        "SELECT outcome, count(*) FROM ins GROUP BY outcome"
+    )
+
+
+def stored_positions(schema: str) -> str:
+    return (
+        f"SELECT ks.target_table, ks.key_text, ks.position FROM {quote_ident(schema)}.key_state ks "
+        "JOIN unnest(%(tables)s::text[], %(keys)s::text[]) AS b(t, k) "
+        "ON ks.target_table = b.t AND ks.key_text = b.k"
+    )
+
+
+def store_offsets(schema: str) -> str:
+    return (
+        f"INSERT INTO {quote_ident(schema)}.offsets (group_id, topic, kafka_partition, "
+        "next_offset) SELECT %(group)s, t, p, o FROM unnest(%(topics)s::text[], "
+        "%(partitions)s::int[], %(offsets)s::bigint[]) AS x(t, p, o) "
+        "ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET "
+        "next_offset = EXCLUDED.next_offset, updated_at = now()"
+    )
+
+
+def insert_failures(schema: str) -> str:
+    return (
+        f"INSERT INTO {quote_ident(schema)}.failures (topic, kafka_partition, kafka_offset, "
+        "raw_key, raw_value, reason, detail, source_table) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"
+    )
+
+
+def read_offsets(schema: str) -> str:
+    return (
+        f"SELECT topic, kafka_partition, next_offset FROM {quote_ident(schema)}.offsets "
+        "WHERE group_id = %(group)s"
+    )

@@ -1,0 +1,180 @@
+"""From a change event to a target row, through the configured table mapping (promise P7).
+
+Pure logic: the target table's shape (its columns and key) is reflected by `db/` and
+handed in as a `TargetShape`; nothing here talks to a database. An event for a table
+that is not mapped, or carrying a column the target does not have, raises
+`MappingError` and is quarantined by the applier.
+
+    >>> mapper = TableMapper(mapping, shape)          # doctest: +SKIP
+    >>> change = mapper.change(event)                 # doctest: +SKIP
+    >>> change.key_text, change.row                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cdc_recon.batch import Decoded
+from cdc_recon.config import TableMapping
+from cdc_recon.events import ChangeEvent, Op, SourcePosition, event_change_id, key_text
+from cdc_recon.exceptions import MappingError
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+"""A column the event did not carry (unchanged TOAST, or absent): never overwritten."""
+
+
+@dataclass(frozen=True)
+class TargetShape:
+    """The target table as reflected: its writable columns (in COPY order) and its key."""
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    json_columns: frozenset[str] = frozenset()
+    array_columns: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        missing = [column for column in self.key if column not in self.columns]
+        if missing:
+            raise ValueError(f"{self.table}: key columns {missing} are not columns of the table")
+
+
+@dataclass(frozen=True, slots=True)
+class MappedChange:
+    """One event in target terms: which key of which table, and the row it leaves."""
+
+    decoded: Decoded
+    target: str
+    key_text: str
+    change_id: str
+    position: SourcePosition
+    op: Op
+    row: tuple[Any, ...] | None  # values in TargetShape.columns order; None for a delete
+
+
+class TableMapper:
+    """Maps the events of one source table onto its target table."""
+
+    def __init__(self, mapping: TableMapping, shape: TargetShape) -> None:
+        self.mapping = mapping
+        self.shape = shape
+        self._index = {column: i for i, column in enumerate(shape.columns)}
+        self._source_to_target = self._column_map(mapping, shape)
+        self._soft_flag = (
+            self._index.get(mapping.soft_delete_column) if mapping.delete_mode == "soft" else None
+        )
+        if mapping.delete_mode == "soft" and self._soft_flag is None:
+            raise ValueError(
+                f"{shape.table}: soft delete column {mapping.soft_delete_column!r} is missing"
+            )
+
+    @staticmethod
+    def _column_map(mapping: TableMapping, shape: TargetShape) -> dict[str, str]:
+        renamed = [mapping.rename.get(column, column) for column in mapping.key]
+        if tuple(renamed) != shape.key:
+            raise ValueError(
+                f"{shape.table}: mapped key {renamed} is not the table's key {list(shape.key)}"
+            )
+        return dict(mapping.rename)
+
+    def _target_column(self, column: str) -> str | None:
+        mapping = self.mapping
+        if column in mapping.exclude or (mapping.include and column not in mapping.include):
+            return None
+        return self._source_to_target.get(column, column)
+
+    def row(self, event: ChangeEvent) -> tuple[Any, ...]:
+        """The after image as a tuple in target column order; absent columns are MISSING."""
+        values: list[Any] = [MISSING] * len(self.shape.columns)
+        assert event.after is not None
+        for column, value in event.after.items():
+            target = self._target_column(column)
+            if target is None:
+                continue
+            index = self._index.get(target)
+            if index is None:
+                raise MappingError(
+                    f"column {column!r} of {event.table} has no column in {self.shape.table}",
+                    table=event.table,
+                )
+            values[index] = value
+        if self._soft_flag is not None:
+            values[self._soft_flag] = False
+        return tuple(values)
+
+    def key_values(self, event: ChangeEvent) -> tuple[Any, ...]:
+        key = event.key
+        if len(key) == 1 and "" in key and len(self.mapping.key) == 1:
+            return (key[""],)
+        source = event.after if event.op.writes_row and event.after is not None else key
+        try:
+            return tuple(key[c] if c in key else source[c] for c in self.mapping.key)
+        except KeyError as exc:
+            raise MappingError(
+                f"event for {event.table} lacks key column {exc.args[0]!r}", table=event.table
+            ) from None
+
+    def change(self, decoded: Decoded) -> MappedChange:
+        event = decoded.event
+        assert event is not None
+        values = self.key_values(event)
+        return MappedChange(
+            decoded=decoded,
+            target=self.shape.table,
+            key_text=key_text(values),
+            change_id=event_change_id(event, values),
+            position=event.position,
+            op=event.op,
+            row=self.row(event) if event.op.writes_row else self._key_row(values),
+        )
+
+    def _key_row(self, values: Sequence[Any]) -> tuple[Any, ...] | None:
+        """A delete carries only its key: the row tuple holds the key, MISSING elsewhere."""
+        row: list[Any] = [MISSING] * len(self.shape.columns)
+        for column, value in zip(self.shape.key, values, strict=True):
+            row[self._index[column]] = value
+        return tuple(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Winner:
+    """The state a batch leaves for one key: its newest change, TOAST gaps filled in."""
+
+    change: MappedChange
+    row: tuple[Any, ...]
+    deleted: bool
+
+
+def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
+    """The final state per key of `changes`, which are all newer than the stored state.
+
+    Changes are applied in position order; a column MISSING in a later change keeps the
+    value an earlier change of the same batch gave it (it stays MISSING otherwise, so the
+    stored value survives). A delete clears what came before it.
+    """
+    by_key: dict[str, list[MappedChange]] = {}
+    for change in changes:
+        by_key.setdefault(change.key_text, []).append(change)
+    winners: dict[str, Winner] = {}
+    for key, group in by_key.items():
+        group.sort(key=lambda c: c.position)
+        state: tuple[Any, ...] | None = None
+        last = group[-1]
+        for change in group:
+            assert change.row is not None
+            if change.op is Op.DELETE:
+                state = None
+            elif state is None:
+                state = change.row
+            else:
+                state = tuple(
+                    old if new is MISSING else new
+                    for old, new in zip(state, change.row, strict=True)
+                )
+        deleted = last.op is Op.DELETE
+        row = last.row if deleted or state is None else state
+        assert row is not None
+        winners[key] = Winner(last, row, deleted)
+    return winners

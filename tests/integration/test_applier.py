@@ -1,0 +1,218 @@
+"""The applier's promises against the real target database (P2, P3, P5, P7).
+
+Events are built directly here; `test_service.py` drives the same paths through Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cdc_recon.batch import Decoded, Failure, FailureReason, Message
+from cdc_recon.config import Settings, load_settings
+from cdc_recon.db.applier import Applier
+from cdc_recon.db.schema import init_control_schema
+from cdc_recon.events import ChangeEvent, Op, SourcePosition
+from tests.conftest import Database
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "public.customers"
+
+
+@pytest.fixture
+def setup(target_db: Database) -> Iterator[tuple[Applier, Database]]:
+    with target_db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {target_db.table('customers')} (id int PRIMARY KEY, "
+                "name varchar(20) NOT NULL, notes text, payload jsonb, tags text[], "
+                "score numeric(10,2))"
+            )
+        )
+    settings = _settings(target_db)
+    init_control_schema(target_db.engine, settings.control_schema)
+    applier = Applier(target_db.engine, settings)
+    applier.prepare()
+    yield applier, target_db
+    applier.close()
+
+
+def _settings(db: Database, **mapping: Any) -> Settings:
+    table = {"source": SOURCE, "target": f"{db.schema}.customers", "key": ["id"], **mapping}
+    return load_settings(target_url=db.url, control_schema=db.schema, tables=[table])
+
+
+_offsets = iter(range(10**9))
+
+
+def event(key: int, lsn: int, op: Op = Op.UPDATE, tx: int | None = None, **row: Any) -> Decoded:
+    after = None if op is Op.DELETE else {"id": key, "name": f"n{key}", **row}
+    change = ChangeEvent(
+        table=SOURCE,
+        op=op,
+        key={"id": key},
+        after=after,
+        position=SourcePosition((lsn,)),
+        source_ts_ms=1_700_000_000_000 + lsn,
+        tx=str(tx if tx is not None else lsn),
+    )
+    message = Message("t", 0, next(_offsets), b"k", b"v")
+    return Decoded(message, change)
+
+
+def rows(db: Database) -> dict[int, tuple[Any, ...]]:
+    with db.engine.connect() as conn:
+        result = conn.execute(sa.text(f"SELECT * FROM {db.table('customers')} ORDER BY id"))
+        return {r[0]: tuple(r) for r in result}
+
+
+def ledger_count(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {db.table('ledger')}")).scalar_one())
+
+
+def test_a_change_delivered_twice_is_applied_once(setup: tuple[Applier, Database]) -> None:
+    applier, db = setup
+    batch = [event(1, 10, Op.CREATE, name="first"), event(2, 11, Op.CREATE)]
+    first = applier.apply(batch, {("t", 0): 2}, "g")
+    again = applier.apply(batch, {("t", 0): 2}, "g")
+    assert (first.applied, first.duplicates) == (2, 0)
+    assert (again.applied, again.duplicates) == (0, 2)
+    assert ledger_count(db) == 2
+    assert rows(db)[1][1] == "first"
+
+
+def test_older_events_after_newer_change_nothing(setup: tuple[Applier, Database]) -> None:
+    applier, db = setup
+    applier.apply([event(1, 50, name="newest")], {}, "g")
+    result = applier.apply([event(1, 40, name="older"), event(1, 45, name="old")], {}, "g")
+    assert result.superseded == 2 and result.applied == 0
+    assert rows(db)[1][1] == "newest"
+
+
+def test_positions_compare_as_numbers(setup: tuple[Applier, Database]) -> None:
+    applier, db = setup
+    applier.apply([event(1, 9, name="nine")], {}, "g")
+    applier.apply([event(1, 10, name="ten")], {}, "g")  # "10" < "9" as strings
+    assert rows(db)[1][1] == "ten"
+
+
+def test_delete_then_late_update_stays_deleted(setup: tuple[Applier, Database]) -> None:
+    applier, db = setup
+    applier.apply([event(1, 10, Op.CREATE), event(1, 20, Op.DELETE)], {}, "g")
+    late = applier.apply([event(1, 15, name="late")], {}, "g")
+    assert late.superseded == 1
+    assert 1 not in rows(db)
+    applier.apply([event(1, 30, Op.CREATE, name="reborn")], {}, "g")
+    assert rows(db)[1][1] == "reborn"
+
+
+def test_changes_to_one_key_in_a_batch_collapse(setup: tuple[Applier, Database]) -> None:
+    applier, db = setup
+    batch = [
+        event(1, 10, Op.CREATE, name="a", notes="kept"),
+        event(1, 12, name="c", tx=12),
+        event(1, 11, name="b", tx=11),
+        event(2, 13, Op.CREATE),
+        event(2, 14, Op.DELETE),
+    ]
+    result = applier.apply(batch, {}, "g")
+    assert result.applied == 5
+    # Columns a later change does not carry keep what the earlier change gave them.
+    assert rows(db) == {1: (1, "c", "kept", None, None, None)}
+
+
+def test_unavailable_toast_column_keeps_the_stored_value(
+    setup: tuple[Applier, Database],
+) -> None:
+    applier, db = setup
+    applier.apply([event(1, 10, Op.CREATE, notes="large toasted text")], {}, "g")
+    toast = event(1, 11, name="renamed")
+    assert toast.event is not None and toast.event.after is not None
+    # The codec drops placeholder columns from `after` and lists them as unavailable.
+    toast = Decoded(toast.message, toast.event.replace(unavailable=frozenset({"notes"})))
+    applier.apply([toast], {}, "g")
+    assert rows(db)[1][1:3] == ("renamed", "large toasted text")
+
+
+def test_types_reach_their_columns(setup: tuple[Applier, Database]) -> None:
+    from decimal import Decimal
+
+    applier, db = setup
+    payload = {"a": [1, "tab\there"], "b": "new\nline \\ back"}
+    applier.apply(
+        [
+            event(
+                1, 1, Op.CREATE, payload=payload, tags=["x", 'q"uote', None], score=Decimal("12.50")
+            )
+        ],
+        {},
+        "g",
+    )
+    row = rows(db)[1]
+    assert row[3] == payload and row[4] == ["x", 'q"uote', None] and row[5] == Decimal("12.50")
+
+
+def test_unmapped_table_and_rejected_row_are_quarantined(
+    setup: tuple[Applier, Database],
+) -> None:
+    applier, db = setup
+    good = event(1, 10, Op.CREATE)
+    too_long = event(2, 11, Op.CREATE, name="x" * 50)
+    stranger = event(3, 12, Op.CREATE)
+    assert stranger.event is not None
+    stranger = Decoded(stranger.message, stranger.event.replace(table="public.secrets"))
+    undecodable = Failure(Message("t", 0, 999, None, b"\xff"), FailureReason.UNDECODABLE, "bad")
+    result = applier.apply(
+        [good, too_long, stranger, undecodable, event(4, 13, Op.CREATE)], {}, "g"
+    )
+    assert sorted(rows(db)) == [1, 4]
+    assert sorted(f.reason for f in result.failures) == ["rejected", "undecodable", "unmapped"]
+    with db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text(f"SELECT reason, kafka_offset, raw_value FROM {db.table('failures')}")
+        ).all()
+    assert {(r, o) for r, o, _ in stored} == {
+        ("rejected", too_long.message.offset),
+        ("unmapped", stranger.message.offset),
+        ("undecodable", 999),
+    }
+    assert any(bytes(raw) == b"\xff" for _, _, raw in stored)
+    with db.engine.connect() as conn:
+        tables = conn.execute(
+            sa.text("SELECT count(*) FROM pg_tables WHERE tablename = 'secrets'")
+        ).scalar_one()
+    assert tables == 0
+
+
+def test_offsets_are_stored_with_the_batch(setup: tuple[Applier, Database]) -> None:
+    applier, _ = setup
+    applier.apply([event(1, 1, Op.CREATE)], {("t", 0): 7, ("t", 1): 3}, "g")
+    applier.apply([], {("t", 0): 9}, "g")
+    assert applier.stored_offsets("g", [("t", 0), ("t", 1), ("t", 2)]) == {
+        ("t", 0): 9,
+        ("t", 1): 3,
+    }
+    assert applier.stored_offsets("other", [("t", 0)]) == {}
+
+
+def test_soft_delete_sets_the_flag(target_db: Database) -> None:
+    with target_db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {target_db.table('customers')} (id int PRIMARY KEY, name text, "
+                "_deleted boolean NOT NULL DEFAULT false)"
+            )
+        )
+    settings = _settings(target_db, delete_mode="soft")
+    init_control_schema(target_db.engine, settings.control_schema)
+    applier = Applier(target_db.engine, settings)
+    applier.prepare()
+    applier.apply([event(1, 1, Op.CREATE), event(2, 2, Op.CREATE)], {}, "g")
+    applier.apply([event(1, 3, Op.DELETE)], {}, "g")
+    applier.close()
+    assert rows(target_db) == {1: (1, "n1", True), 2: (2, "n2", False)}
