@@ -38,7 +38,7 @@ from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, TopicP
 from cdc_recon.config import Settings
 from cdc_recon.db import statements as st
 from cdc_recon.db.reflect import reflect_target
-from cdc_recon.db.sql import copy_line, copy_plain, position_literal
+from cdc_recon.db.sql import NULL, copy_line, copy_plain, escape, position_literal
 from cdc_recon.events import Op
 from cdc_recon.exceptions import (
     ApplyError,
@@ -236,28 +236,18 @@ class Applier:
     def _write_ledger(
         self, cur: Any, changes: list[MappedChange], outcomes: list[str], result: ApplyResult
     ) -> None:
+        """COPY one ledger line per change; built by hand, this is the per-event hot path."""
         lines = []
         for change, outcome in zip(changes, outcomes, strict=True):
             event = change.decoded.event
             message = change.decoded.message
             assert event is not None
+            tx = NULL if event.tx is None else escape(event.tx)
             lines.append(
-                copy_plain(
-                    (
-                        change.change_id,
-                        event.table,
-                        change.target,
-                        change.key_text,
-                        change.op.value,
-                        position_literal(change.position.parts),
-                        event.tx,
-                        event.source_ts_ms,
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        outcome,
-                    )
-                )
+                f"{escape(change.change_id)}\t{escape(event.table)}\t{escape(change.target)}\t"
+                f"{escape(change.key_text)}\t{change.op.value}\t"
+                f"{position_literal(change.position.parts)}\t{tx}\t{event.source_ts_ms}\t"
+                f"{escape(message.topic)}\t{message.partition}\t{message.offset}\t{outcome}"
             )
             if outcome == "applied":
                 label = (change.target, change.op.value)

@@ -38,7 +38,8 @@ def control_ddl(schema: str) -> list[str]:
             kafka_offset bigint,
             outcome text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now())""",
-        f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger (source_table, source_ts)",
+        # BRIN: the ledger grows in roughly source-time order and the sweeper reads windows.
+        f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger USING brin (source_ts)",
         f"""CREATE TABLE IF NOT EXISTS {s}.key_state (
             target_table text NOT NULL,
             key_text text NOT NULL,

@@ -20,6 +20,11 @@ NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def escape(text: str) -> str:
+    """`text` escaped for COPY's text format."""
+    return text.translate(_ESCAPES)
+
+
 def quote_ident(name: str) -> str:
     """`name` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
@@ -91,8 +96,10 @@ def column_encoders(
 def copy_line(values: Sequence[Any], encoders: Sequence[Encoder]) -> str:
     """One COPY text line (no newline); None and MISSING are written as NULL."""
     return "\t".join(
-        NULL if value is None or value is MISSING else encode(value)
-        for value, encode in zip(values, encoders, strict=True)
+        [
+            NULL if value is None or value is MISSING else encode(value)
+            for value, encode in zip(values, encoders, strict=True)
+        ]
     )
 
 
@@ -103,4 +110,6 @@ def copy_plain(values: Sequence[Any]) -> str:
 
 def position_literal(parts: Sequence[int]) -> str:
     """A `bigint[]` literal for a source position."""
+    if len(parts) == 1:
+        return f"{{{parts[0]}}}"
     return "{" + ",".join(str(part) for part in parts) + "}"
