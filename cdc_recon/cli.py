@@ -4,6 +4,9 @@ This module is the only place that turns errors into exit codes and one-line mes
 `--debug` shows the traceback as well.
 
     $ cdc-recon -c cdc-recon.yml config
+    $ cdc-recon -c cdc-recon.yml init
+    $ cdc-recon -c cdc-recon.yml run [--until-idle 5]
+    $ cdc-recon -c cdc-recon.yml status [--json]
     $ cdc-recon --version
 """
 
@@ -82,6 +85,139 @@ def doctor(ctx: typer.Context) -> None:
     from cdc_recon.doctor import run_checks
 
     run_checks(ctx.obj.settings())
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the ledger and control tables in the target database (idempotent)."""
+    from cdc_recon.db.engine import check_connection, create_engine
+    from cdc_recon.db.schema import init_control_schema
+    from cdc_recon.db.status import missing_control_tables
+
+    settings = ctx.obj.settings()
+    engine = create_engine(settings.target_url, name="target")
+    try:
+        check_connection(engine, name="target")
+        missing = set(missing_control_tables(engine, settings.control_schema))
+        tables = init_control_schema(engine, settings.control_schema)
+    finally:
+        engine.dispose()
+    for table in tables:
+        typer.echo(f"{'created' if table in missing else 'exists '} {table}")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    until_idle: Annotated[
+        float | None,
+        typer.Option(
+            "--until-idle",
+            min=0,
+            metavar="SECONDS",
+            help="Exit once caught up and no message arrived for SECONDS (batch runs, tests).",
+        ),
+    ] = None,
+) -> None:
+    """Apply the configured topics to the target until SIGTERM/SIGINT (then exit 0)."""
+    from cdc_recon.service import run_service
+
+    settings = ctx.obj.settings()
+    if not ctx.obj.debug:
+        logging.getLogger("cdc_recon").setLevel(logging.INFO)
+    stats = run_service(settings, until_idle=until_idle)
+    typer.echo(f"cdc-recon: stopped after {stats.summary()}")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Per partition: stored offset, end offset and lag; the ledger and failures by reason."""
+    data = _collect_status(ctx.obj.settings())
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        _print_status(data)
+
+
+def _collect_status(settings: Settings) -> dict[str, Any]:
+    """The target's control tables joined with Kafka's end and committed offsets."""
+    from cdc_recon.db.engine import check_connection, create_engine
+    from cdc_recon.db.status import read_target_status, require_control_tables
+    from cdc_recon.kafka.admin import describe_cluster
+    from cdc_recon.kafka.consumer import GroupConsumer
+    from cdc_recon.service import partition_lag
+
+    engine = create_engine(settings.target_url, name="target")
+    try:
+        check_connection(engine, name="target")
+        require_control_tables(engine, settings.control_schema)
+        target = read_target_status(engine, settings.control_schema, settings.group_id)
+    finally:
+        engine.dispose()
+    describe_cluster(settings.kafka_bootstrap)
+    with GroupConsumer(settings) as consumer:
+        keys = sorted(set(consumer.partitions(settings.topics)) | set(target.offsets))
+        marks = consumer.watermarks(keys)
+        committed = consumer.committed(keys)
+    partitions = []
+    for key in keys:
+        stored = target.offsets.get(key)
+        start = stored if stored is not None else committed.get(key)
+        end = marks[key].high if key in marks else None
+        lag = partition_lag(start, marks[key]) if key in marks else None
+        partitions.append(
+            {
+                "topic": key[0],
+                "partition": key[1],
+                "stored_offset": stored,
+                "committed_offset": committed.get(key),
+                "end_offset": end,
+                "lag": lag,
+            }
+        )
+    failures: dict[str, dict[str, int]] = {}
+    for (reason, state), count in sorted(target.failures.items()):
+        failures.setdefault(reason, {})[state] = count
+    return {
+        "group_id": settings.group_id,
+        "partitions": partitions,
+        "total_lag": sum(p["lag"] or 0 for p in partitions),
+        "ledger": dict(sorted(target.ledger.items())),
+        "failures": failures,
+    }
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    shown = Table(title=f"partitions of group {data['group_id']}")
+    for column in ("topic", "partition", "stored", "committed", "end", "lag"):
+        shown.add_column(column, justify="left" if column == "topic" else "right")
+    for p in data["partitions"]:
+        values = (p["stored_offset"], p["committed_offset"], p["end_offset"], p["lag"])
+        shown.add_row(
+            p["topic"], str(p["partition"]), *("-" if v is None else str(v) for v in values)
+        )
+    console.print(shown)
+    console.print(f"total lag: {data['total_lag']}")
+    ledger = Table(title="ledger")
+    ledger.add_column("outcome")
+    ledger.add_column("changes", justify="right")
+    for outcome, count in data["ledger"].items():
+        ledger.add_row(outcome, str(count))
+    console.print(ledger)
+    failures = Table(title="failures")
+    for column in ("reason", "status", "messages"):
+        failures.add_column(column, justify="right" if column == "messages" else "left")
+    for reason, states in data["failures"].items():
+        for state, count in states.items():
+            failures.add_row(reason, state, str(count))
+    console.print(failures)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -236,30 +236,54 @@ class Applier:
     def _write_ledger(
         self, cur: Any, changes: list[MappedChange], outcomes: list[str], result: ApplyResult
     ) -> None:
-        """COPY one ledger line per change; built by hand, this is the per-event hot path."""
-        lines = []
+        """One ledger row per change: COPY straight in, or through a stage on conflict.
+
+        The direct COPY is the common case; a change id already in the ledger (Kafka
+        redelivered after a crash, a replay) makes it fail, and the savepoint lets the
+        batch fall back to `INSERT ... ON CONFLICT DO NOTHING`.
+        """
+        lines: list[str] = []
+        counts: Counter[str] = Counter()
+        seen: set[str] = set()
         for change, outcome in zip(changes, outcomes, strict=True):
-            event = change.decoded.event
-            message = change.decoded.message
-            assert event is not None
-            tx = NULL if event.tx is None else escape(event.tx)
-            lines.append(
-                f"{escape(change.change_id)}\t{escape(event.table)}\t{escape(change.target)}\t"
-                f"{escape(change.key_text)}\t{change.op.value}\t"
-                f"{position_literal(change.position.parts)}\t{tx}\t{event.source_ts_ms}\t"
-                f"{escape(message.topic)}\t{message.partition}\t{message.offset}\t{outcome}"
+            if change.change_id in seen:  # one transaction touching a row twice
+                continue
+            seen.add(change.change_id)
+            lines.append(self._ledger_line(change, outcome))
+            counts[outcome] += 1
+        data = "\n".join(lines) + "\n"
+        cur.execute("SAVEPOINT cdcr_ledger")
+        try:
+            cur.copy_expert(st.ledger_copy(self.schema), io.StringIO(data))
+            cur.execute("RELEASE SAVEPOINT cdcr_ledger")
+        except psycopg2.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT cdcr_ledger")
+            cur.copy_expert(
+                f"COPY _cdcr_ledger ({st.LEDGER_COLUMNS}) FROM STDIN", io.StringIO(data)
             )
+            cur.execute(st.ledger_insert(self.schema))
+            counts = Counter(dict(cur.fetchall()))
+            cur.execute("TRUNCATE _cdcr_ledger")
+        for change, outcome in zip(changes, outcomes, strict=True):
             if outcome == "applied":
                 label = (change.target, change.op.value)
                 result.applied_by_table[label] = result.applied_by_table.get(label, 0) + 1
-        copy = f"COPY _cdcr_ledger ({st.LEDGER_COLUMNS}) FROM STDIN"
-        cur.copy_expert(copy, io.StringIO("\n".join(lines) + "\n"))
-        cur.execute(st.ledger_insert(self.schema))
-        counts = Counter(dict(cur.fetchall()))
-        cur.execute("TRUNCATE _cdcr_ledger")
         result.applied += counts["applied"]
         result.superseded += counts["superseded"]
         result.duplicates += len(changes) - counts["applied"] - counts["superseded"]
+
+    @staticmethod
+    def _ledger_line(change: MappedChange, outcome: str) -> str:
+        event = change.decoded.event
+        message = change.decoded.message
+        assert event is not None
+        tx = NULL if event.tx is None else escape(event.tx)
+        return (
+            f"{escape(change.change_id)}\t{escape(event.table)}\t{escape(change.target)}\t"
+            f"{escape(change.key_text)}\t{change.op.value}\t"
+            f"{position_literal(change.position.parts)}\t{tx}\t{event.source_ts_ms}\t"
+            f"{escape(message.topic)}\t{message.partition}\t{message.offset}\t{outcome}"
+        )
 
     def _store_failures(self, cur: Any, failures: list[Failure]) -> None:
         if not failures:
@@ -306,7 +330,10 @@ class Applier:
             exc.pgcode or ""
         ).startswith(("08",) + _TRANSIENT_STATES)
         if transient:
-            self.close()
+            # A broken connection must not go back to the pool (its reset would fail loudly).
+            if self._fairy is not None:
+                self._fairy.invalidate()
+                self._fairy = None
             raise TransientDatabaseError(f"target database: {_first_line(exc)}") from exc
         raise ApplyError(f"target database rejected the batch: {_first_line(exc)}") from exc
 

@@ -115,15 +115,16 @@ LEDGER_COLUMNS = (
 )
 
 
+def ledger_copy(schema: str) -> str:
+    """COPY straight into the ledger: the fast path when no change id is there yet."""
+    return f"COPY {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}) FROM STDIN"
+
+
 def ledger_insert(schema: str) -> str:
-    """Move the staged ledger rows in; a change id already there is a duplicate."""
+    """Move staged ledger rows in, skipping change ids already there (redelivery, replay)."""
     return (
-        f"WITH ins AS (INSERT INTO {quote_ident(schema)}.ledger (change_id, source_table, "
-        "target_table, key_text, op, position, tx, source_ts, topic, kafka_partition, "
-        "kafka_offset, outcome) SELECT DISTINCT ON (change_id) change_id, source_table, "
-        "target_table, key_text, op, position, tx, to_timestamp(source_ts_ms / 1000.0), topic, "
-        "kafka_partition, kafka_offset, outcome FROM _cdcr_ledger "
-        "ORDER BY change_id, position DESC "
+        f"WITH ins AS (INSERT INTO {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}) "
+        f"SELECT {LEDGER_COLUMNS} FROM _cdcr_ledger "
         "ON CONFLICT (change_id) DO NOTHING RETURNING outcome) "
         "SELECT outcome, count(*) FROM ins GROUP BY outcome"
     )
