@@ -18,7 +18,7 @@ from typing import Any
 
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
-from cdc_recon.events import ChangeEvent, Op, SourcePosition, event_change_id, key_text
+from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text
 from cdc_recon.exceptions import MappingError
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
@@ -51,7 +51,8 @@ class MappedChange:
     change_id: str
     position: SourcePosition
     op: Op
-    row: tuple[Any, ...] | None  # values in TargetShape.columns order; None for a delete
+    row: tuple[Any, ...]  # values in TargetShape.columns order; a delete holds its key only
+    missing: frozenset[int] = frozenset()  # indexes of the columns `row` holds as MISSING
 
 
 class TableMapper:
@@ -62,6 +63,8 @@ class TableMapper:
         self.shape = shape
         self._index = {column: i for i, column in enumerate(shape.columns)}
         self._source_to_target = self._column_map(mapping, shape)
+        self._key_len = len(mapping.key)
+        self._plans: dict[tuple[str, ...], tuple[tuple[int, ...], frozenset[int]]] = {}
         self._soft_flag = (
             self._index.get(mapping.soft_delete_column) if mapping.delete_mode == "soft" else None
         )
@@ -85,27 +88,50 @@ class TableMapper:
             return None
         return self._source_to_target.get(column, column)
 
-    def row(self, event: ChangeEvent) -> tuple[Any, ...]:
-        """The after image as a tuple in target column order; absent columns are MISSING."""
-        values: list[Any] = [MISSING] * len(self.shape.columns)
-        assert event.after is not None
-        for column, value in event.after.items():
+    def _plan(self, table: str, columns: tuple[str, ...]) -> tuple[tuple[int, ...], frozenset[int]]:
+        """Target index per source column (-1: not written), and the columns left MISSING.
+
+        Cached by the after image's column names: a table's events repeat the same ones.
+        """
+        plan = self._plans.get(columns)
+        if plan is not None:
+            return plan
+        indexes = []
+        for column in columns:
             target = self._target_column(column)
-            if target is None:
-                continue
-            index = self._index.get(target)
+            index = -1 if target is None else self._index.get(target)
             if index is None:
                 raise MappingError(
-                    f"column {column!r} of {event.table} has no column in {self.shape.table}",
-                    table=event.table,
+                    f"column {column!r} of {table} has no column in {self.shape.table}",
+                    table=table,
                 )
-            values[index] = value
+            indexes.append(index)
+        written = set(indexes)
+        if self._soft_flag is not None:
+            written.add(self._soft_flag)
+        missing = frozenset(range(len(self.shape.columns))) - written
+        plan = (tuple(indexes), missing)
+        if len(self._plans) < 64:
+            self._plans[columns] = plan
+        return plan
+
+    def row(self, event: ChangeEvent) -> tuple[tuple[Any, ...], frozenset[int]]:
+        """The after image in target column order (absent columns MISSING), and which."""
+        after = event.after
+        assert after is not None
+        indexes, missing = self._plan(event.table, tuple(after))
+        values: list[Any] = [MISSING] * len(self.shape.columns)
+        for index, value in zip(indexes, after.values(), strict=True):
+            if index >= 0:
+                values[index] = value
         if self._soft_flag is not None:
             values[self._soft_flag] = False
-        return tuple(values)
+        return tuple(values), missing
 
     def key_values(self, event: ChangeEvent) -> tuple[Any, ...]:
         key = event.key
+        if len(key) == self._key_len and tuple(key) == self.mapping.key:  # the usual case
+            return tuple(key.values())
         if len(key) == 1 and "" in key and len(self.mapping.key) == 1:
             return (key[""],)
         source = event.after if event.op.writes_row and event.after is not None else key
@@ -120,17 +146,24 @@ class TableMapper:
         event = decoded.event
         assert event is not None
         values = self.key_values(event)
+        text = key_text(values)
+        tx = event.tx if event.tx is not None else str(event.source_ts_ms)
+        if event.after is not None:
+            row, missing = self.row(event)
+        else:
+            row, missing = self._key_row(values), frozenset()
         return MappedChange(
-            decoded=decoded,
-            target=self.shape.table,
-            key_text=key_text(values),
-            change_id=event_change_id(event, values),
-            position=event.position,
-            op=event.op,
-            row=self.row(event) if event.op.writes_row else self._key_row(values),
+            decoded,
+            self.shape.table,
+            text,
+            change_id(event.table, text, tx),
+            event.position,
+            event.op,
+            row,
+            missing,
         )
 
-    def _key_row(self, values: Sequence[Any]) -> tuple[Any, ...] | None:
+    def _key_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """A delete carries only its key: the row tuple holds the key, MISSING elsewhere."""
         row: list[Any] = [MISSING] * len(self.shape.columns)
         for column, value in zip(self.shape.key, values, strict=True):
@@ -145,10 +178,11 @@ class Winner:
     change: MappedChange
     row: tuple[Any, ...]
     deleted: bool
+    missing: frozenset[int]
 
 
 def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
-    """The final state per key of `changes`, which are all newer than the stored state.
+    """The final state per key of `changes`.
 
     Changes are applied in position order; a column MISSING in a later change keeps the
     value an earlier change of the same batch gave it (it stays MISSING otherwise, so the
@@ -156,25 +190,36 @@ def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
     """
     by_key: dict[str, list[MappedChange]] = {}
     for change in changes:
-        by_key.setdefault(change.key_text, []).append(change)
+        group = by_key.get(change.key_text)
+        if group is None:
+            by_key[change.key_text] = [change]
+        else:
+            group.append(change)
     winners: dict[str, Winner] = {}
     for key, group in by_key.items():
-        group.sort(key=lambda c: c.position)
-        state: tuple[Any, ...] | None = None
-        last = group[-1]
-        for change in group:
-            assert change.row is not None
-            if change.op is Op.DELETE:
-                state = None
-            elif state is None:
-                state = change.row
-            else:
-                state = tuple(
-                    old if new is MISSING else new
-                    for old, new in zip(state, change.row, strict=True)
-                )
-        deleted = last.op is Op.DELETE
-        row = last.row if deleted or state is None else state
-        assert row is not None
-        winners[key] = Winner(last, row, deleted)
+        if len(group) == 1:
+            only = group[0]
+            winners[key] = Winner(only, only.row, only.op is Op.DELETE, only.missing)
+        else:
+            winners[key] = _merge(group)
     return winners
+
+
+def _merge(group: list[MappedChange]) -> Winner:
+    group.sort(key=lambda c: c.position)
+    state: tuple[Any, ...] | None = None
+    missing: frozenset[int] = frozenset()
+    for change in group:
+        if change.op is Op.DELETE:
+            state = None
+        elif state is None or not change.missing:
+            state, missing = change.row, change.missing
+        else:
+            state = tuple(
+                old if new is MISSING else new for old, new in zip(state, change.row, strict=True)
+            )
+            missing = missing & change.missing
+    last = group[-1]
+    if last.op is Op.DELETE or state is None:
+        return Winner(last, last.row, last.op is Op.DELETE, last.missing)
+    return Winner(last, state, False, missing)

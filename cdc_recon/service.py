@@ -10,6 +10,9 @@ Commit protocol, per polled batch (promises P2, P4, P5):
 4. send the batch's failures to the dead-letter topic and flush;
 5. commit the same next offsets to Kafka.
 
+Step 3 runs on a worker thread (`cdc_recon.pipeline`): while the target applies batch N,
+batch N+1 is polled and decoded; steps 4-5 of N run before step 3 of N+1 starts.
+
 A crash before 3 commits loses nothing (the batch is read again). A crash between 3 and 5
 makes Kafka redeliver what the target already holds: on assignment each partition is
 started at the offset stored in the target, and the ledger and position guard make a
@@ -57,6 +60,8 @@ from cdc_recon.exceptions import (
 from cdc_recon.kafka.admin import describe_cluster
 from cdc_recon.kafka.consumer import GroupConsumer, Watermarks, schema_registry_client
 from cdc_recon.kafka.producer import DeadLetterProducer
+from cdc_recon.pipeline import ApplyPipeline
+from cdc_recon.sweeper import SweeperThread
 
 LOG = logging.getLogger("cdc_recon.service")
 T = TypeVar("T")
@@ -68,8 +73,10 @@ TRANSIENT_DB = (TransientDatabaseError, DatabaseUnavailable)
 
 
 class ApplierLike(Protocol):
-    def apply(
-        self, items: Sequence[Decoded | Failure], next_offsets: Mapping[TPKey, int], group_id: str
+    def prepare_batch(self, items: Sequence[Decoded | Failure]) -> Any: ...
+
+    def write(
+        self, batch: Any, next_offsets: Mapping[TPKey, int], group_id: str
     ) -> ApplyResult: ...
 
     def stored_offsets(self, group_id: str, partitions: Sequence[TPKey]) -> dict[TPKey, int]: ...
@@ -208,6 +215,7 @@ class Service:
         self._last_message_at = clock()
         self._last_progress = (clock(), 0)
         self.stats = ServiceStats(started=clock())
+        self._pipeline = ApplyPipeline(self._apply, self._applied)
 
     def stop(self) -> None:
         """Finish the current batch, then return from `run` (safe from a signal handler)."""
@@ -226,10 +234,12 @@ class Service:
                 if until_idle is not None and self._idle(until_idle):
                     LOG.info("caught up and idle for %gs: stopping", until_idle)
                     break
+            self._pipeline.drain()
             self._log_progress(self._clock())
         except _Stopped:
             LOG.warning("stopped while retrying: the unapplied batch will be read again")
         finally:
+            self._pipeline.close()
             self._consumer.close()  # the revocation commits what is pending
         return self.stats
 
@@ -240,24 +250,34 @@ class Service:
         if batch:
             self._last_message_at = now
             self._process(batch)
+        else:
+            self._pipeline.drain()
         if now - self._last_progress[0] >= PROGRESS_EVERY:
             self._log_progress(now)
 
     def _process(self, batch: Sequence[Message]) -> None:
-        """Steps 2-5 of the commit protocol for one batch."""
+        """Step 2 and the applier's Python half here; step 3 through the pipeline."""
         fmt = self._settings.format
         items = self._retry(
             lambda: [decode_message(m, fmt, self._avro) for m in batch],
             "decoding (schema registry)",
             (ConnectionFailed,),
         )
-        offsets = next_offsets(batch)
+        prepared = self._applier.prepare_batch(items)
+        self._pipeline.submit(prepared, next_offsets(batch), len(batch))
+
+    def _apply(self, prepared: Any, offsets: dict[TPKey, int]) -> ApplyResult:
+        """Step 3, on the pipeline's worker thread."""
         group = self._settings.group_id
         result = self._retry(
-            lambda: self._applier.apply(items, offsets, group), "applying a batch", TRANSIENT_DB
+            lambda: self._applier.write(prepared, offsets, group), "applying a batch", TRANSIENT_DB
         )
         self._after_db_commit()
-        self.stats.add(result, len(batch))
+        return result
+
+    def _applied(self, result: ApplyResult, count: int, offsets: dict[TPKey, int]) -> None:
+        """Steps 4-5, back on the service's thread, in batch order."""
+        self.stats.add(result, count)
         if result.failures:
             self._dead_letter(result.failures)
         self._pending.update(offsets)
@@ -325,6 +345,7 @@ class Service:
 
     def _before_revoke(self, partitions: Sequence[TPKey]) -> None:
         """Partitions are going: commit what the target holds for them, while still ours."""
+        self._pipeline.drain()
         if self._pending:
             self._commit_pending()
         for key in partitions:
@@ -365,6 +386,16 @@ def _stop_on_signals(service: Service) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _start_sweeper(settings: Settings) -> SweeperThread | None:
+    """The window sweeper beside the loop when `sweeper.enabled`: its own thread and
+    connections; its errors are logged, never raised here."""
+    if not settings.sweeper.enabled:
+        return None
+    sweeper = SweeperThread(settings)
+    sweeper.start()
+    return sweeper
+
+
 def run_service(settings: Settings, *, until_idle: float | None = None) -> ServiceStats:
     """Run one group member until SIGTERM/SIGINT (or idle); the `cdc-recon run` command.
 
@@ -384,8 +415,13 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
         producer = DeadLetterProducer(settings)
         try:
             service = Service(settings, applier, GroupConsumer(settings), producer, avro=avro)
-            with _stop_on_signals(service):
-                return service.run(until_idle)
+            sweeper = _start_sweeper(settings)
+            try:
+                with _stop_on_signals(service):
+                    return service.run(until_idle)
+            finally:
+                if sweeper is not None:
+                    sweeper.stop()
         finally:
             producer.close()
             applier.close()

@@ -1,20 +1,24 @@
 """The applier: one target transaction per batch for rows, ledger, failures and offsets.
 
-For each batch (promises P2-P5, P7):
+A batch goes through two halves, so that the service can prepare batch N+1 while the
+target applies batch N (`cdc_recon.pipeline`):
 
+`prepare_batch` (Python only, no database):
 1. map every event through the configured table mapping; an unmapped table or column
    becomes a `Failure` (reason `unmapped`) and never becomes SQL;
-2. read the stored positions of the batch's keys; a change not newer than its key's
-   stored position is `superseded` and writes nothing;
-3. collapse the newer changes per key (`mapping.collapse`) and COPY the winners into a
-   staging table; advance `key_state` (guarded by position, so a concurrent writer can
-   only win with a newer position) and write the rows that advanced: bulk upserts and
-   deletes, never a round trip per event;
-4. COPY one ledger row per change; a change id already in the ledger is a duplicate;
-5. store every failure with its raw bytes, and each partition's next offset;
-6. commit.
+2. collapse the changes per key (`mapping.collapse`) and encode the winners and one
+   ledger line per change as COPY text.
 
-Steps 2-4 run under a savepoint: when the target rejects a row (a data or constraint
+`write` (one transaction, promises P2-P5):
+3. COPY the ledger lines into a stage and insert them, classified against `key_state`
+   as it was before the batch: `applied` when newer than the key's stored position,
+   `superseded` otherwise; a change id already in the ledger is a duplicate;
+4. COPY the winners into a stage, advance `key_state` where the winner is newer (the
+   guard: an older or concurrent write can never move a key back, P3) and drop the
+   rest from the stage; write the rows that advanced with bulk upserts and deletes;
+5. store every failure with its raw bytes, and each partition's next offset; commit.
+
+Steps 3-4 run under a savepoint: when the target rejects a row (a data or constraint
 error), the batch is bisected until the offending changes are isolated; they are
 quarantined (reason `rejected`) and the rest is applied.
 
@@ -26,7 +30,6 @@ quarantined (reason `rejected`) and the rest is applied.
 from __future__ import annotations
 
 import io
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -37,8 +40,15 @@ import sqlalchemy as sa
 from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, TopicPartitionKey
 from cdc_recon.config import Settings
 from cdc_recon.db import statements as st
+from cdc_recon.db.encode import (
+    Encoded,
+    EncodedLedger,
+    EncodedTable,
+    PreparedBatch,
+    encode_ledger,
+    encode_winners,
+)
 from cdc_recon.db.reflect import reflect_target
-from cdc_recon.db.sql import NULL, copy_line, copy_plain, escape, position_literal
 from cdc_recon.events import Op
 from cdc_recon.exceptions import (
     ApplyError,
@@ -46,8 +56,11 @@ from cdc_recon.exceptions import (
     MappingError,
     TransientDatabaseError,
 )
-from cdc_recon.mapping import MISSING, MappedChange, TableMapper, Winner, collapse
+from cdc_recon.mapping import MappedChange, TableMapper, collapse
 
+# COPY data goes to the server in chunks of this size; few chunks means few GIL
+# hand-offs for the worker thread while the service's thread decodes the next batch.
+COPY_CHUNK = 4 << 20
 _TRANSIENT_STATES = ("40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300")
 
 
@@ -122,14 +135,44 @@ class Applier:
         next_offsets: Mapping[TopicPartitionKey, int],
         group_id: str,
     ) -> ApplyResult:
-        """Apply one batch in one transaction; see the module docstring for the steps."""
-        result = ApplyResult(next_offsets=dict(next_offsets))
-        changes, failures = self._map(items, result)
+        """Prepare and write one batch; see the module docstring for the steps."""
+        return self.write(self.prepare_batch(items), next_offsets, group_id)
+
+    def prepare_batch(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
+        """Steps 1-2: map, collapse and encode, without touching the database."""
+        batch = PreparedBatch()
+        for item in items:
+            if isinstance(item, Failure):
+                batch.failures.append(item)
+                continue
+            event = item.event
+            if event is None or event.op is Op.TRUNCATE:
+                batch.skipped += 1
+                continue
+            mapper = self._mappers.get(event.table)
+            try:
+                if mapper is None:
+                    raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
+                batch.changes.append(mapper.change(item))
+            except MappingError as exc:
+                failure = Failure(item.message, FailureReason.UNMAPPED, str(exc), event.table)
+                batch.failures.append(failure)
+        batch.encoded = self._encode(batch.changes)
+        return batch
+
+    def write(
+        self,
+        batch: PreparedBatch,
+        next_offsets: Mapping[TopicPartitionKey, int],
+        group_id: str,
+    ) -> ApplyResult:
+        """Steps 3-5 in one transaction; raises `TransientDatabaseError` to be retried."""
+        result = ApplyResult(next_offsets=dict(next_offsets), skipped=batch.skipped)
+        failures = list(batch.failures)
         conn = self._connection()
         try:
             with conn.cursor() as cur:
-                rejected = self._apply_isolating(cur, changes, result, dirty=[False])
-                failures.extend(rejected)
+                failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
                 self._store_failures(cur, failures)
                 self._store_offsets(cur, group_id, next_offsets)
             conn.commit()
@@ -138,152 +181,78 @@ class Applier:
         result.failures = failures
         return result
 
-    def _map(
-        self, items: Sequence[Decoded | Failure], result: ApplyResult
-    ) -> tuple[list[MappedChange], list[Failure]]:
-        changes: list[MappedChange] = []
-        failures: list[Failure] = []
-        for item in items:
-            if isinstance(item, Failure):
-                failures.append(item)
-                continue
-            event = item.event
-            if event is None or event.op is Op.TRUNCATE:
-                result.skipped += 1
-                continue
-            mapper = self._mappers.get(event.table)
-            try:
-                if mapper is None:
-                    raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
-                changes.append(mapper.change(item))
-            except MappingError as exc:
-                failures.append(
-                    Failure(item.message, FailureReason.UNMAPPED, str(exc), event.table)
-                )
-        return changes, failures
+    def _encode(self, changes: list[MappedChange]) -> Encoded:
+        by_table: dict[str, list[MappedChange]] = {}
+        for change in changes:
+            by_table.setdefault(change.target, []).append(change)
+        tables = [
+            encode_winners(self._tables[target], collapse(group))
+            for target, group in by_table.items()
+        ]
+        return Encoded(tables, encode_ledger(changes))
 
-    def _apply_isolating(
-        self, cur: Any, changes: list[MappedChange], result: ApplyResult, dirty: list[bool]
+    def _write_isolating(
+        self,
+        cur: Any,
+        changes: list[MappedChange],
+        encoded: Encoded | None,
+        result: ApplyResult,
     ) -> list[Failure]:
-        """Apply `changes` under a savepoint; bisect to isolate rows the target rejects."""
+        """Write under a savepoint; bisect to isolate the changes the target rejects."""
         if not changes:
             return []
         cur.execute("SAVEPOINT cdcr_batch")
         try:
-            if dirty[0]:
-                for table in self._tables.values():
-                    cur.execute(table.truncate_stage())
-            dirty[0] = True
-            partial = ApplyResult()
-            self._apply_changes(cur, changes, partial)
+            self._write_encoded(cur, encoded or self._encode(changes), result)
         except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
             cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
+            self._clear_stages(cur)
             if len(changes) == 1:
                 change = changes[0]
                 detail = (exc.pgerror or str(exc)).strip().splitlines()[0]
                 source = change.decoded.event.table if change.decoded.event else None
                 return [Failure(change.decoded.message, FailureReason.REJECTED, detail, source)]
             middle = len(changes) // 2
-            return self._apply_isolating(
-                cur, changes[:middle], result, dirty
-            ) + self._apply_isolating(cur, changes[middle:], result, dirty)
+            first = self._write_isolating(cur, changes[:middle], None, result)
+            return first + self._write_isolating(cur, changes[middle:], None, result)
         cur.execute("RELEASE SAVEPOINT cdcr_batch")
-        _merge(result, partial)
         return []
 
-    def _apply_changes(self, cur: Any, changes: list[MappedChange], result: ApplyResult) -> None:
-        stored = self._stored_positions(cur, changes)
-        newer: list[MappedChange] = []
-        outcomes: list[str] = []
-        for change in changes:
-            before = stored.get((change.target, change.key_text))
-            is_newer = before is None or change.position.parts > before
-            outcomes.append("applied" if is_newer else "superseded")
-            if is_newer:
-                newer.append(change)
-        by_table: dict[str, list[MappedChange]] = {}
-        for change in newer:
-            by_table.setdefault(change.target, []).append(change)
-        for target, group in by_table.items():
-            self._write_rows(cur, self._tables[target], collapse(group))
-        self._write_ledger(cur, changes, outcomes, result)
+    def _clear_stages(self, cur: Any) -> None:
+        cur.execute("TRUNCATE _cdcr_ledger")
+        for table in self._tables.values():
+            cur.execute(table.truncate_stage())
 
-    def _stored_positions(
-        self, cur: Any, changes: list[MappedChange]
-    ) -> dict[tuple[str, str], tuple[int, ...]]:
-        pairs = {(c.target, c.key_text) for c in changes}
-        cur.execute(
-            st.stored_positions(self.schema),
-            {"tables": [t for t, _ in pairs], "keys": [k for _, k in pairs]},
-        )
-        return {(t, k): tuple(position) for t, k, position in cur.fetchall()}
-
-    def _write_rows(self, cur: Any, table: st.TableStatements, winners: dict[str, Winner]) -> None:
-        missing_sets: dict[frozenset[int], int] = {}
-        lines = []
-        for key, winner in winners.items():
-            missing = frozenset(i for i, v in enumerate(winner.row) if v is MISSING)
-            uset = missing_sets.setdefault(missing, len(missing_sets)) if not winner.deleted else -1
-            extra = (key, position_literal(winner.change.position.parts), winner.change.op, uset)
-            lines.append(copy_line(winner.row, table.encoders) + "\t" + copy_plain(extra))
-        cur.copy_expert(table.copy_stage(), io.StringIO("\n".join(lines) + "\n"))
-        cur.execute(table.advance(), {"table": table.shape.table})
-        for missing, uset in missing_sets.items():
-            cur.execute(table.upsert(missing), {"uset": uset})
-        if any(w.deleted for w in winners.values()):
-            cur.execute(table.delete())
-
-    def _write_ledger(
-        self, cur: Any, changes: list[MappedChange], outcomes: list[str], result: ApplyResult
-    ) -> None:
-        """One ledger row per change: COPY straight in, or through a stage on conflict.
-
-        The direct COPY is the common case; a change id already in the ledger (Kafka
-        redelivered after a crash, a replay) makes it fail, and the savepoint lets the
-        batch fall back to `INSERT ... ON CONFLICT DO NOTHING`.
-        """
-        lines: list[str] = []
-        counts: Counter[str] = Counter()
-        seen: set[str] = set()
-        for change, outcome in zip(changes, outcomes, strict=True):
-            if change.change_id in seen:  # one transaction touching a row twice
-                continue
-            seen.add(change.change_id)
-            lines.append(self._ledger_line(change, outcome))
-            counts[outcome] += 1
-        data = "\n".join(lines) + "\n"
-        cur.execute("SAVEPOINT cdcr_ledger")
-        try:
-            cur.copy_expert(st.ledger_copy(self.schema), io.StringIO(data))
-            cur.execute("RELEASE SAVEPOINT cdcr_ledger")
-        except psycopg2.errors.UniqueViolation:
-            cur.execute("ROLLBACK TO SAVEPOINT cdcr_ledger")
-            cur.copy_expert(
-                f"COPY _cdcr_ledger ({st.LEDGER_COLUMNS}) FROM STDIN", io.StringIO(data)
-            )
-            cur.execute(st.ledger_insert(self.schema))
-            counts = Counter(dict(cur.fetchall()))
-            cur.execute("TRUNCATE _cdcr_ledger")
-        for change, outcome in zip(changes, outcomes, strict=True):
+    def _write_encoded(self, cur: Any, encoded: Encoded, result: ApplyResult) -> None:
+        counts = self._write_ledger(cur, encoded.ledger)
+        for (target, op, outcome), count in counts.items():
             if outcome == "applied":
-                label = (change.target, change.op.value)
-                result.applied_by_table[label] = result.applied_by_table.get(label, 0) + 1
-        result.applied += counts["applied"]
-        result.superseded += counts["superseded"]
-        result.duplicates += len(changes) - counts["applied"] - counts["superseded"]
+                result.applied += count
+                label = (target, op)
+                result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
+            else:
+                result.superseded += count
+        result.duplicates += encoded.ledger.count - sum(counts.values())
+        for stage in encoded.tables:
+            self._write_rows(cur, stage)
 
-    @staticmethod
-    def _ledger_line(change: MappedChange, outcome: str) -> str:
-        event = change.decoded.event
-        message = change.decoded.message
-        assert event is not None
-        tx = NULL if event.tx is None else escape(event.tx)
-        return (
-            f"{escape(change.change_id)}\t{escape(event.table)}\t{escape(change.target)}\t"
-            f"{escape(change.key_text)}\t{change.op.value}\t"
-            f"{position_literal(change.position.parts)}\t{tx}\t{event.source_ts_ms}\t"
-            f"{escape(message.topic)}\t{message.partition}\t{message.offset}\t{outcome}"
-        )
+    def _write_ledger(self, cur: Any, ledger: EncodedLedger) -> dict[tuple[str, str, str], int]:
+        copy = f"COPY _cdcr_ledger ({st.LEDGER_COLUMNS}) FROM STDIN"
+        cur.copy_expert(copy, io.StringIO(ledger.text), size=COPY_CHUNK)
+        cur.execute(st.ledger_insert(self.schema))
+        counts = {(t, op, outcome): n for t, op, outcome, n in cur.fetchall()}
+        cur.execute("TRUNCATE _cdcr_ledger")
+        return counts
+
+    def _write_rows(self, cur: Any, stage: EncodedTable) -> None:
+        table = stage.table
+        cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
+        cur.execute(table.advance(), {"table": table.shape.table})
+        for missing, uset in stage.missing_sets.items():
+            cur.execute(table.upsert(missing), {"uset": uset})
+        if stage.has_deletes:
+            cur.execute(table.delete())
+        cur.execute(table.truncate_stage())
 
     def _store_failures(self, cur: Any, failures: list[Failure]) -> None:
         if not failures:
@@ -340,11 +309,3 @@ class Applier:
 
 def _first_line(exc: psycopg2.Error) -> str:
     return (exc.pgerror or str(exc) or type(exc).__name__).strip().splitlines()[0]
-
-
-def _merge(total: ApplyResult, part: ApplyResult) -> None:
-    total.applied += part.applied
-    total.superseded += part.superseded
-    total.duplicates += part.duplicates
-    for label, count in part.applied_by_table.items():
-        total.applied_by_table[label] = total.applied_by_table.get(label, 0) + count

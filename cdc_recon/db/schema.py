@@ -8,6 +8,9 @@
                 the same transaction as the rows (P4)
     failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
 
+and the sweeper's `sweeper_watermark`, `sweep_runs` and `missed_changes`
+(`cdc_recon.db.sweep_sql`).
+
 Every statement is idempotent: `init` may run any number of times.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdc_recon.db.sql import quote_ident
+from cdc_recon.db.sweep_sql import SWEEPER_TABLES, sweeper_ddl
 
 CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
 
@@ -77,6 +81,6 @@ def init_control_schema(engine: sa.Engine, schema: str) -> list[str]:
     with engine.begin() as conn:
         # Two instances starting at once must not race on CREATE ... IF NOT EXISTS.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('cdc_recon.init'))"))
-        for statement in control_ddl(schema):
+        for statement in control_ddl(schema) + sweeper_ddl(schema):
             conn.execute(sa.text(statement))
-    return [f"{schema}.{table}" for table in CONTROL_TABLES]
+    return [f"{schema}.{table}" for table in CONTROL_TABLES + SWEEPER_TABLES]

@@ -21,8 +21,10 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def escape(text: str) -> str:
-    """`text` escaped for COPY's text format."""
-    return text.translate(_ESCAPES)
+    """`text` escaped for COPY's text format (four C scans beat translate's per-char work)."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_ESCAPES)
+    return text
 
 
 def quote_ident(name: str) -> str:
@@ -35,22 +37,45 @@ def quote_table(qualified: str) -> str:
     return ".".join(quote_ident(part) for part in qualified.split(".", 1))
 
 
+def _bool(value: bool) -> str:
+    return "t" if value else "f"
+
+
+def _datetime(value: dt.datetime) -> str:
+    return value.isoformat(sep=" ")
+
+
+def _bytea(value: bytes | bytearray | memoryview) -> str:
+    return "\\\\x" + bytes(value).hex()
+
+
+def _json_dump(value: Any) -> str:
+    return escape(orjson.dumps(value).decode())
+
+
+_BY_TYPE: dict[type, Callable[[Any], str]] = {
+    str: escape,
+    int: str,
+    float: str,
+    bool: _bool,
+    decimal.Decimal: str,
+    dt.datetime: _datetime,
+    dt.date: str,
+    dt.time: str,
+    uuid.UUID: str,
+    bytes: _bytea,
+    bytearray: _bytea,
+    memoryview: _bytea,
+    dict: _json_dump,
+    list: _json_dump,
+}
+
+
 def _text(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return value.translate(_ESCAPES)  # type: ignore[no-any-return]
-    if kind is bool:
-        return "t" if value else "f"
-    if kind is int or kind is decimal.Decimal or kind is float:
-        return str(value)
-    if kind is dt.datetime:
-        return value.isoformat(sep=" ")  # type: ignore[no-any-return]
-    if kind in (dt.date, dt.time, uuid.UUID):
-        return str(value)
-    if kind is bytes or kind is bytearray or kind is memoryview:
-        return "\\\\x" + bytes(value).hex()
-    if kind is dict or kind is list:
-        return orjson.dumps(value).decode().translate(_ESCAPES)
+    """`value` as COPY text, by its Python type (one dict lookup on the hot path)."""
+    encode = _BY_TYPE.get(type(value))
+    if encode is not None:
+        return encode(value)
     if isinstance(value, dt.timedelta):
         return f"{value.total_seconds()} seconds"
     return str(value).translate(_ESCAPES)

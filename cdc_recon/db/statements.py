@@ -104,37 +104,34 @@ def ledger_stage_ddl() -> str:
     return (
         "CREATE TEMP TABLE IF NOT EXISTS _cdcr_ledger (change_id text, source_table text, "
         "target_table text, key_text text, op text, position bigint[], tx text, "
-        "source_ts_ms bigint, topic text, kafka_partition int, kafka_offset bigint, "
-        "outcome text) ON COMMIT DELETE ROWS"
+        "source_ts_ms bigint, topic text, kafka_partition int, kafka_offset bigint) "
+        "ON COMMIT DELETE ROWS"
     )
 
 
 LEDGER_COLUMNS = (
     "change_id, source_table, target_table, key_text, op, position, tx, source_ts_ms, "
-    "topic, kafka_partition, kafka_offset, outcome"
+    "topic, kafka_partition, kafka_offset"
 )
 
 
-def ledger_copy(schema: str) -> str:
-    """COPY straight into the ledger: the fast path when no change id is there yet."""
-    return f"COPY {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}) FROM STDIN"
-
-
 def ledger_insert(schema: str) -> str:
-    """Move staged ledger rows in, skipping change ids already there (redelivery, replay)."""
-    return (
-        f"WITH ins AS (INSERT INTO {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}) "
-        f"SELECT {LEDGER_COLUMNS} FROM _cdcr_ledger "
-        "ON CONFLICT (change_id) DO NOTHING RETURNING outcome) "
-        "SELECT outcome, count(*) FROM ins GROUP BY outcome"
-    )
+    """Move the staged ledger lines in, classified against key_state before the batch.
 
-
-def stored_positions(schema: str) -> str:
+    `applied`: newer than the key's stored position; `superseded`: not. A change id
+    already in the ledger (redelivery, replay) is skipped and counts as a duplicate.
+    Returns (target_table, op, outcome, count) rows.
+    """
+    s = quote_ident(schema)
+    staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
     return (
-        f"SELECT ks.target_table, ks.key_text, ks.position FROM {quote_ident(schema)}.key_state ks "
-        "JOIN unnest(%(tables)s::text[], %(keys)s::text[]) AS b(t, k) "
-        "ON ks.target_table = b.t AND ks.key_text = b.k"
+        f"WITH ins AS (INSERT INTO {s}.ledger ({LEDGER_COLUMNS}, outcome) "
+        f"SELECT {staged}, CASE WHEN ks.position IS NULL OR l.position > ks.position "
+        "THEN 'applied' ELSE 'superseded' END "
+        f"FROM _cdcr_ledger l LEFT JOIN {s}.key_state ks "
+        "ON ks.target_table = l.target_table AND ks.key_text = l.key_text "
+        "ON CONFLICT (change_id) DO NOTHING RETURNING target_table, op, outcome) "
+        "SELECT target_table, op, outcome, count(*) FROM ins GROUP BY 1, 2, 3"
     )
 
 

@@ -170,7 +170,10 @@ class FakeApplier:
         self.transient = transient
         self.on_error = lambda: None
 
-    def apply(
+    def prepare_batch(self, items: Sequence[Decoded | Failure]) -> Sequence[Decoded | Failure]:
+        return items
+
+    def write(
         self, items: Sequence[Decoded | Failure], offsets: Mapping[Any, int], group: str
     ) -> ApplyResult:
         if self.transient:
