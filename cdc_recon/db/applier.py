@@ -232,7 +232,7 @@ class Applier:
                 result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
             else:
                 result.superseded += count
-        result.duplicates += encoded.ledger.count - sum(counts.values())
+        result.duplicates += encoded.ledger.changes - sum(counts.values())
         for stage in encoded.tables:
             self._write_rows(cur, stage)
 

@@ -27,7 +27,8 @@ class EncodedTable:
 @dataclass(frozen=True)
 class EncodedLedger:
     text: str
-    count: int  # distinct change ids
+    count: int  # lines: distinct change ids
+    changes: int  # changes encoded, repeats of a change id included
 
 
 @dataclass(frozen=True)
@@ -90,4 +91,4 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
             f"{change.op.value}\t{position_literal(change.position.parts)}\t{tx}\t"
             f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}"
         )
-    return EncodedLedger("\n".join(lines) + "\n", len(lines))
+    return EncodedLedger("\n".join(lines) + "\n", len(lines), len(changes))
