@@ -237,7 +237,7 @@ class Applier:
             self._write_rows(cur, stage)
 
     def _write_ledger(self, cur: Any, ledger: EncodedLedger) -> dict[tuple[str, str, str], int]:
-        copy = f"COPY _cdcr_ledger ({st.LEDGER_COLUMNS}) FROM STDIN"
+        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
         cur.copy_expert(copy, io.StringIO(ledger.text), size=COPY_CHUNK)
         cur.execute(st.ledger_insert(self.schema))
         counts = {(t, op, outcome): n for t, op, outcome, n in cur.fetchall()}

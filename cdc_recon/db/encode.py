@@ -68,9 +68,15 @@ def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> Encode
 
 
 def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
-    """One ledger line per distinct change id (a transaction may touch a row twice)."""
+    """One ledger line per distinct change id (a transaction may touch a row twice).
+
+    A change whose key already had a newer position earlier in the batch (it arrived
+    late) is marked, so that the ledger records it as superseded like one that arrives
+    after the newer change was committed.
+    """
     lines = []
     seen: set[str] = set()
+    newest: dict[tuple[str, str], tuple[int, ...]] = {}
     escaped: dict[str, str] = {}  # table and topic names repeat on every line
     for change in changes:
         if change.change_id in seen:
@@ -79,6 +85,12 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
         event = change.decoded.event
         message = change.decoded.message
         assert event is not None
+        key = (change.target, change.key_text)
+        parts = change.position.parts
+        before = newest.get(key)
+        late = "t" if before is not None and before >= parts else "f"
+        if before is None or parts > before:
+            newest[key] = parts
         names = escaped.get(event.table)
         if names is None:
             names = escaped[event.table] = f"{escape(event.table)}\t{escape(change.target)}"
@@ -88,7 +100,7 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
         tx = NULL if event.tx is None else escape(event.tx)
         lines.append(
             f"{escape(change.change_id)}\t{names}\t{escape(change.key_text)}\t"
-            f"{change.op.value}\t{position_literal(change.position.parts)}\t{tx}\t"
-            f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}"
+            f"{change.op.value}\t{position_literal(parts)}\t{tx}\t"
+            f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}\t{late}"
         )
     return EncodedLedger("\n".join(lines) + "\n", len(lines), len(changes))

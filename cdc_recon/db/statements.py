@@ -104,8 +104,8 @@ def ledger_stage_ddl() -> str:
     return (
         "CREATE TEMP TABLE IF NOT EXISTS _cdcr_ledger (change_id text, source_table text, "
         "target_table text, key_text text, op text, position bigint[], tx text, "
-        "source_ts_ms bigint, topic text, kafka_partition int, kafka_offset bigint) "
-        "ON COMMIT DELETE ROWS"
+        "source_ts_ms bigint, topic text, kafka_partition int, kafka_offset bigint, "
+        "late boolean) ON COMMIT DELETE ROWS"
     )
 
 
@@ -113,12 +113,14 @@ LEDGER_COLUMNS = (
     "change_id, source_table, target_table, key_text, op, position, tx, source_ts_ms, "
     "topic, kafka_partition, kafka_offset"
 )
+STAGE_LEDGER_COLUMNS = f"{LEDGER_COLUMNS}, late"
 
 
 def ledger_insert(schema: str) -> str:
     """Move the staged ledger lines in, classified against key_state before the batch.
 
-    `applied`: newer than the key's stored position; `superseded`: not. A change id
+    `applied`: newer than the key's stored position and than every change of the key
+    that came before it in the batch; `superseded`: not. A change id
     already in the ledger (redelivery, replay) is skipped and counts as a duplicate.
     Returns (target_table, op, outcome, count) rows.
     """
@@ -126,8 +128,8 @@ def ledger_insert(schema: str) -> str:
     staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
     return (
         f"WITH ins AS (INSERT INTO {s}.ledger ({LEDGER_COLUMNS}, outcome) "
-        f"SELECT {staged}, CASE WHEN ks.position IS NULL OR l.position > ks.position "
-        "THEN 'applied' ELSE 'superseded' END "
+        f"SELECT {staged}, CASE WHEN NOT l.late AND (ks.position IS NULL "
+        "OR l.position > ks.position) THEN 'applied' ELSE 'superseded' END "
         f"FROM _cdcr_ledger l LEFT JOIN {s}.key_state ks "
         "ON ks.target_table = l.target_table AND ks.key_text = l.key_text "
         "ON CONFLICT (change_id) DO NOTHING RETURNING target_table, op, outcome) "
