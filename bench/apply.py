@@ -42,13 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdc_recon.batch import Message  # noqa: E402
+from cdc_recon.codecs.messages import decode_message  # noqa: E402
 from cdc_recon.config import Settings, load_settings  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
 from cdc_recon.kafka.consumer import GroupConsumer  # noqa: E402
 from cdc_recon.kafka.producer import DeadLetterProducer  # noqa: E402
-from cdc_recon.service import Service, decode_message  # noqa: E402
+from cdc_recon.service import Service  # noqa: E402
 
 COLUMNS = ("id", "name", "email", "balance", "updated_at", "notes")
 TABLE_DDL = (

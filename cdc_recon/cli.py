@@ -7,6 +7,9 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml init
     $ cdc-recon -c cdc-recon.yml run [--until-idle 5]
     $ cdc-recon -c cdc-recon.yml status [--json]
+    $ cdc-recon -c cdc-recon.yml source install --table public.customers
+    $ cdc-recon -c cdc-recon.yml sweep --once [--from -2h --to -5m] [--json]
+    $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
     $ cdc-recon --version
 """
 
@@ -21,6 +24,8 @@ from typing import Annotated, Any
 import typer
 
 from cdc_recon import __version__
+from cdc_recon.cli_replay import replay
+from cdc_recon.cli_sweep import source_app, sweep
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import CdcReconError
 
@@ -148,7 +153,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
     from cdc_recon.db.status import read_target_status, require_control_tables
     from cdc_recon.kafka.admin import describe_cluster
     from cdc_recon.kafka.consumer import GroupConsumer
-    from cdc_recon.service import partition_lag
+    from cdc_recon.progress import partition_lag
 
     engine = create_engine(settings.target_url, name="target")
     try:
@@ -218,6 +223,11 @@ def _print_status(data: dict[str, Any]) -> None:
         for state, count in states.items():
             failures.add_row(reason, state, str(count))
     console.print(failures)
+
+
+app.add_typer(source_app, name="source")
+app.command()(sweep)
+app.command()(replay)
 
 
 def main(argv: list[str] | None = None) -> int:

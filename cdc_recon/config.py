@@ -85,6 +85,37 @@ class ServiceSettings(_Section):
     retry_max: float = Field(30.0, gt=0, description="longest backoff")
 
 
+class SweeperSettings(_Section):
+    """The window sweeper (`sweeper:`): which change log it reads and how often."""
+
+    enabled: bool = Field(False, description="run the sweeper inside `cdc-recon run`")
+    interval: float = Field(60.0, gt=0, description="seconds between sweeps")
+    grace: float = Field(30.0, ge=0, description="seconds a window must be closed to be checked")
+    window: float = Field(300.0, gt=0, description="max seconds of change log per sweep step")
+    adapter: Literal["pg_trigger", "debezium_tx", "kafka_topic"] = "pg_trigger"
+    changelog_schema: str = Field(
+        "cdc_recon_source", description="schema of the trigger change log in the source"
+    )
+    retention: float = Field(7 * 86400.0, gt=0, description="seconds of change log kept")
+    batch_size: int = Field(100_000, gt=0, description="rows per SQL batch")
+    transaction_topic: str | None = Field(
+        None, description="Debezium transaction-metadata topic (adapter debezium_tx)"
+    )
+
+    @field_validator("changelog_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value) or "." in value:
+            raise ValueError(f"not a schema name: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _adapter_complete(self) -> SweeperSettings:
+        if self.adapter == "debezium_tx" and not self.transaction_topic:
+            raise ValueError("adapter debezium_tx needs transaction_topic")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything cdc_recon reads from its environment, validated and frozen."""
 
@@ -110,6 +141,7 @@ class Settings(BaseSettings):
     )
     tables: tuple[TableMapping, ...] = ()
     service: ServiceSettings = ServiceSettings()
+    sweeper: SweeperSettings = SweeperSettings()
 
     @classmethod
     @classmethod

@@ -2,6 +2,7 @@
 
     CdcReconError
     ├── ConfigError                 bad or unknown configuration (names the key)
+    ├── UsageError                  a bad command-line value, e.g. a time (names the value)
     ├── ConnectionFailed            a service cannot be reached
     │   ├── KafkaUnavailable
     │   └── DatabaseUnavailable
@@ -9,6 +10,8 @@
     ├── MappingError                an event names a table or column the mapping does not allow
     ├── ApplyError                  the target rejected a write
     │   └── TransientDatabaseError  worth retrying (connection lost, serialization failure)
+    ├── SweepError                  a sweep could not read or record a window (names it)
+    ├── SourceBusy                  source rows stayed locked too long to re-read (names the table)
     └── StackError                  the local stack could not be started
 
 Errors carry data (topic, partition, offset, table, key) so that the quarantine and the
@@ -33,6 +36,16 @@ class ConfigError(CdcReconError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class UsageError(CdcReconError):
+    """A value given on the command line (or to a public entry point) is invalid."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, value: str | None = None) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 class ConnectionFailed(CdcReconError):
@@ -98,6 +111,24 @@ class ApplyError(CdcReconError):
 
 class TransientDatabaseError(ApplyError):
     """A database error worth retrying: the connection dropped, a serialization failure."""
+
+
+class SweepError(CdcReconError):
+    """The sweeper could not read the source's change log or record its findings."""
+
+    def __init__(self, message: str, *, window: str | None = None) -> None:
+        super().__init__(message)
+        self.window = window
+
+
+class SourceBusy(CdcReconError):
+    """Re-reading source rows waited too long for the transactions writing them: retry later."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
 
 
 class StackError(CdcReconError):

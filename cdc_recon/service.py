@@ -39,12 +39,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, Message
+from cdc_recon.batch import ApplyResult, Decoded, Failure, Message
 from cdc_recon.batch import TopicPartitionKey as TPKey
-from cdc_recon.codecs import AvroDecoder, decode
+from cdc_recon.codecs import AvroDecoder
+from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings
 from cdc_recon.db.applier import Applier
 from cdc_recon.db.engine import check_connection, create_engine
@@ -53,14 +53,14 @@ from cdc_recon.exceptions import (
     ConfigError,
     ConnectionFailed,
     DatabaseUnavailable,
-    DecodeError,
     KafkaUnavailable,
     TransientDatabaseError,
 )
 from cdc_recon.kafka.admin import describe_cluster
-from cdc_recon.kafka.consumer import GroupConsumer, Watermarks, schema_registry_client
+from cdc_recon.kafka.consumer import GroupConsumer, schema_registry_client
 from cdc_recon.kafka.producer import DeadLetterProducer
 from cdc_recon.pipeline import ApplyPipeline
+from cdc_recon.progress import ServiceStats, backoff, caught_up, next_offsets, total_lag
 from cdc_recon.sweeper import SweeperThread
 
 LOG = logging.getLogger("cdc_recon.service")
@@ -84,106 +84,6 @@ class ApplierLike(Protocol):
 
 class _Stopped(Exception):
     """A stop was requested while waiting to retry."""
-
-
-# -- pure parts ------------------------------------------------------------------------
-
-
-def backoff(initial: float, maximum: float) -> Iterator[float]:
-    """Delays between retries: `initial`, doubled each time, capped at `maximum`."""
-    delay = min(initial, maximum)
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
-
-
-def next_offsets(batch: Sequence[Message]) -> dict[TPKey, int]:
-    """Per partition, the offset after the last message of `batch`."""
-    found: dict[TPKey, int] = {}
-    for message in batch:
-        key = (message.topic, message.partition)
-        found[key] = max(found.get(key, 0), message.offset + 1)
-    return found
-
-
-def partition_lag(position: int | None, marks: Watermarks) -> int:
-    """Messages left to read; an unknown position means reading from the low watermark."""
-    start = marks.low if position is None else max(position, marks.low)
-    return max(marks.high - start, 0)
-
-
-def caught_up(positions: Mapping[TPKey, int | None], marks: Mapping[TPKey, Watermarks]) -> bool:
-    """True when every partition in `positions` has nothing left to read."""
-    return all(
-        key in marks and partition_lag(pos, marks[key]) == 0 for key, pos in positions.items()
-    )
-
-
-def total_lag(positions: Mapping[TPKey, int | None], marks: Mapping[TPKey, Watermarks]) -> int:
-    return sum(partition_lag(pos, marks[key]) for key, pos in positions.items() if key in marks)
-
-
-def decode_message(message: Message, fmt: str, avro: AvroDecoder | None) -> Decoded | Failure:
-    """The message's event, or its quarantine record; never raises for bad input.
-
-    `ConnectionFailed` (a schema registry that does not answer) is not bad input and
-    propagates, so the batch is retried instead of quarantined.
-    """
-    try:
-        return Decoded(message, decode(message.key, message.value, fmt=fmt, avro=avro))
-    except DecodeError as exc:
-        return Failure(message, FailureReason.UNDECODABLE, str(exc))
-    except ConnectionFailed:
-        raise
-    except Exception as exc:  # a codec bug must not turn one message into a crash loop
-        LOG.debug(
-            "codec raised on %s[%s]@%s",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc_info=True,
-        )
-        return Failure(message, FailureReason.UNDECODABLE, f"{type(exc).__name__}: {exc}")
-
-
-@dataclass
-class ServiceStats:
-    """What a run did, summed over its batches."""
-
-    batches: int = 0
-    messages: int = 0
-    applied: int = 0
-    superseded: int = 0
-    duplicates: int = 0
-    skipped: int = 0
-    failures_by_reason: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures_by_reason.values())
-
-    def add(self, result: ApplyResult, messages: int) -> None:
-        self.batches += 1
-        self.messages += messages
-        self.applied += result.applied
-        self.superseded += result.superseded
-        self.duplicates += result.duplicates
-        self.skipped += result.skipped
-        for failure in result.failures:
-            self.failures_by_reason[failure.reason] = (
-                self.failures_by_reason.get(failure.reason, 0) + 1
-            )
-
-    def summary(self) -> str:
-        return (
-            f"{self.messages} messages: applied {self.applied}, superseded {self.superseded}, "
-            f"duplicates {self.duplicates}, skipped {self.skipped}, failed {self.failed}"
-        )
-
-    def line(self, rate: float, lag: int | None) -> str:
-        shown = "?" if lag is None else str(lag)
-        return f"{self.summary()}; {rate:.0f} messages/s, lag {shown}"
 
 
 # -- the loop --------------------------------------------------------------------------

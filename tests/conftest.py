@@ -16,10 +16,12 @@ import os
 import re
 import shlex
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -101,6 +103,17 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Services:
 @pytest.fixture(scope="session")
 def kafka_admin(services: Services) -> AdminClient:
     return AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll `condition` until it is truthy and return it; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def unique_name(prefix: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,22 @@ LOG = logging.getLogger("cdc_recon.kafka")
 def client_config(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """librdkafka settings for any client; its own log lines go to `cdc_recon.kafka`."""
     return {"bootstrap.servers": bootstrap, "logger": LOG, **(extra or {})}
+
+
+def topic_partitions(
+    client: Any, topics: Sequence[str], timeout: float = 10.0
+) -> list[tuple[str, int]]:
+    """Every existing partition of `topics` from `client`'s metadata (a missing topic has none)."""
+    found: list[tuple[str, int]] = []
+    for topic in topics:
+        try:
+            metadata = client.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot read metadata of {topic}: {exc.args[0]}") from exc
+        described = metadata.topics.get(topic)
+        if described is not None and described.error is None:
+            found.extend((topic, part) for part in sorted(described.partitions))
+    return found
 
 
 def describe_cluster(bootstrap: str, *, timeout: float = 10.0) -> ClusterInfo:

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from cdc_recon.batch import Message, TopicPartitionKey
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError, KafkaUnavailable
-from cdc_recon.kafka.admin import client_config
+from cdc_recon.kafka.admin import client_config, topic_partitions
 
 LOG = logging.getLogger("cdc_recon.consumer")
 
@@ -285,16 +285,7 @@ class GroupConsumer:
 
     def partitions(self, topics: Sequence[str], timeout: float = 10.0) -> list[TopicPartitionKey]:
         """Every partition of `topics` that exists, from the cluster's metadata."""
-        found: list[TopicPartitionKey] = []
-        for topic in topics:
-            try:
-                metadata = self._consumer.list_topics(topic, timeout=timeout)
-            except KafkaException as exc:
-                raise KafkaUnavailable(f"cannot read metadata of {topic}: {exc.args[0]}") from exc
-            described = metadata.topics.get(topic)
-            if described is not None and described.error is None:
-                found.extend((topic, part) for part in sorted(described.partitions))
-        return found
+        return topic_partitions(self._consumer, topics, timeout)
 
     def close(self) -> None:
         """Leave the group: revocation callbacks run (and commit), then the client closes."""

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.db.schema import init_control_schema
-from cdc_recon.service import ServiceStats, run_service
+from cdc_recon.progress import ServiceStats
+from cdc_recon.service import run_service
 from tests.conftest import Database, Services
 from tests.integration.events import ChangeLog, KeyValue, send
 

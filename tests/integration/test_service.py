@@ -26,24 +26,13 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cdc_recon.service import CRASH_AFTER_DB_COMMIT_ENV
-from tests.conftest import Database, Services
+from tests.conftest import Database, Services, wait_for
 from tests.integration.events import ChangeLog, KeyValue, send
 
 pytestmark = pytest.mark.integration
 
 CRASH_ENV = CRASH_AFTER_DB_COMMIT_ENV
 Row = tuple[int, str, str | None]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll `condition` until it is truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass

@@ -12,20 +12,20 @@ from typing import Any
 import pytest
 
 from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, Message
+from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError, KafkaUnavailable, TransientDatabaseError
 from cdc_recon.kafka.consumer import Watermarks, consumer_config
 from cdc_recon.kafka.producer import headers
-from cdc_recon.service import (
-    Service,
+from cdc_recon.progress import (
     ServiceStats,
     backoff,
     caught_up,
-    decode_message,
     next_offsets,
     partition_lag,
     total_lag,
 )
+from cdc_recon.service import Service
 
 GOOD = (
     b'{"payload":{"id":1}}',
