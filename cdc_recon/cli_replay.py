@@ -102,11 +102,13 @@ def _print_summary(summary: ReplaySummary, first: datetime, last: datetime) -> N
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
     title = "replay (dry run: nothing written)" if summary.dry_run else "replay"
-    shown = Table(title=f"{title} {first.isoformat()} .. {last.isoformat()}")
+    console.print(f"[bold]{title}[/] of {first.isoformat()} .. {last.isoformat()}")
+    shown = Table()
     shown.add_column("changes")
     shown.add_column("count", justify="right")
     values = summary.as_dict()
     for name in SUMMARY_ROWS:
         shown.add_row(name, str(values[name]))
-    Console().print(shown)
+    console.print(shown)
