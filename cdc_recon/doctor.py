@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-import sqlalchemy as sa
 from rich.console import Console
 
 from cdc_recon.config import Settings
-from cdc_recon.db.engine import check_connection, create_engine
+from cdc_recon.db.engine import check_connection, create_engine, probe_transaction
 from cdc_recon.kafka.admin import describe_cluster, round_trip
 
 
@@ -32,13 +29,7 @@ def run_checks(settings: Settings, console: Console | None = None) -> None:
         engine = create_engine(url, name=name)
         try:
             check_connection(engine, name=name)
-            started = time.monotonic()
-            with engine.begin() as conn:
-                version = conn.execute(sa.text("SHOW server_version")).scalar_one()
-                wal = conn.execute(sa.text("SHOW wal_level")).scalar_one()
-                conn.execute(sa.text("CREATE TEMP TABLE doctor_probe (v int) ON COMMIT DROP"))
-                conn.execute(sa.text("INSERT INTO doctor_probe VALUES (1)"))
-            elapsed = (time.monotonic() - started) * 1000
+            version, wal, elapsed = probe_transaction(engine)
             out.print(
                 f"[green]ok[/] {name} database: PostgreSQL {version}, wal_level={wal}, "
                 f"transaction in {elapsed:.0f} ms"

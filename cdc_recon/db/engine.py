@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,3 +48,14 @@ def check_connection(engine: sa.Engine, *, name: str = "database") -> None:
         raise DatabaseUnavailable(
             f"cannot reach the {name} database at {shown}: {reason}", service=name
         ) from exc
+
+
+def probe_transaction(engine: sa.Engine) -> tuple[str, str, float]:
+    """Server version, wal_level and the milliseconds a small write transaction took."""
+    started = time.monotonic()
+    with engine.begin() as conn:
+        version = str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+        wal_level = str(conn.execute(sa.text("SHOW wal_level")).scalar_one())
+        conn.execute(sa.text("CREATE TEMP TABLE cdcr_probe (v int) ON COMMIT DROP"))
+        conn.execute(sa.text("INSERT INTO cdcr_probe VALUES (1)"))
+    return version, wal_level, (time.monotonic() - started) * 1000
