@@ -115,16 +115,18 @@ class Applier:
     def stored_offsets(
         self, group_id: str, partitions: Iterable[TopicPartitionKey]
     ) -> dict[TopicPartitionKey, int]:
-        """The next offsets stored in the target for `partitions` (absent: never stored)."""
+        """The next offsets stored in the target for `partitions` (absent: never stored).
+
+        Reads on a connection of its own: Kafka assigns partitions on the service's
+        thread while the pipeline's worker may be inside a batch transaction on the
+        applier's connection, which a commit here would cut in half.
+        """
         wanted = set(partitions)
-        conn = self._connection()
         try:
-            with conn.cursor() as cur:
-                cur.execute(st.read_offsets(self.schema), {"group": group_id})
-                rows = cur.fetchall()
-            conn.commit()
-        except psycopg2.Error as exc:
-            self._fail(exc)
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(st.read_offsets(self.schema), {"group": group_id}).all()
+        except sa.exc.OperationalError as exc:
+            raise TransientDatabaseError(f"cannot read stored offsets: {exc.orig}") from exc
         return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
     # --- one batch --------------------------------------------------------
