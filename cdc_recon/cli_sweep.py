@@ -124,6 +124,8 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
         table.add_row(name.replace("_", " "), str(data[name]))
     table.add_row("seconds", f"{data['seconds']:.2f}")
     console.print(table)
+    if data.get("detail"):
+        console.print(data["detail"])
     for change_id in data["missed_ids"][:20]:
         console.print(f"missed {change_id}")
     if len(data["missed_ids"]) > 20:

@@ -177,8 +177,16 @@ class _Sweep:
         closed = self.adapter.closed_until(self.config.grace)
         window = self._window(window_from, window_to, closed)
         if window is None:
+            detail = (
+                f"nothing closed to check: the source is closed up to {closed.isoformat()} "
+                f"(now minus sweeper.grace, or the start of its oldest open writing transaction)"
+            )
             return SweepRun(
-                IDLE, self.adapter.name, self.adapter.unit, seconds=_since(self.started)
+                IDLE,
+                self.adapter.name,
+                self.adapter.unit,
+                seconds=_since(self.started),
+                detail=detail,
             )
         self.result = _with(self.result, run_id=self.store.start_run())
         try:
