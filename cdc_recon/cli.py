@@ -10,6 +10,7 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml source install --table public.customers
     $ cdc-recon -c cdc-recon.yml sweep --once [--from -2h --to -5m] [--json]
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
+    $ cdc-recon workload run --schema shop --rate 200 --duration 60   # a source workload
     $ cdc-recon --version
 """
 
@@ -24,8 +25,11 @@ from typing import Annotated, Any
 import typer
 
 from cdc_recon import __version__
+from cdc_recon.cli_reconcile import reconcile, review_app
 from cdc_recon.cli_replay import replay
+from cdc_recon.cli_report import report
 from cdc_recon.cli_sweep import source_app, sweep
+from cdc_recon.cli_workload import workload_app
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import CdcReconError
 
@@ -228,6 +232,10 @@ def _print_status(data: dict[str, Any]) -> None:
 app.add_typer(source_app, name="source")
 app.command()(sweep)
 app.command()(replay)
+app.command()(report)
+app.command()(reconcile)
+app.add_typer(review_app, name="review")
+app.add_typer(workload_app, name="workload")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ whenever printed.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from cdc_recon.config_reconcile import ReconcileSettings
 from cdc_recon.exceptions import ConfigError
 
 _config_file: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -116,6 +118,37 @@ class SweeperSettings(_Section):
         return self
 
 
+class MonitoringSettings(_Section):
+    """The HTTP endpoint of `cdc-recon run` (`monitoring:`): metrics, health, API, status page.
+
+    It listens on loopback unless told otherwise; any other address needs `token`, which
+    every request but the health checks and the page's static files must then present as
+    `Authorization: Bearer <token>`.
+    """
+
+    enabled: bool = Field(True, description="serve HTTP from `cdc-recon run`")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(9464, ge=0, le=65535, description="port to listen on (0: any free port)")
+    token: SecretStr | None = Field(None, description="bearer token; required off loopback")
+    refresh: float = Field(5.0, gt=0, description="seconds between status refreshes")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> MonitoringSettings:
+        if not is_loopback(self.host) and not (self.token and self.token.get_secret_value()):
+            raise ValueError(f"listening on {self.host} needs a token (monitoring.token)")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and 127.0.0.0/8 or ::1 addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Everything cdc_recon reads from its environment, validated and frozen."""
 
@@ -142,6 +175,8 @@ class Settings(BaseSettings):
     tables: tuple[TableMapping, ...] = ()
     service: ServiceSettings = ServiceSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     @classmethod
@@ -161,6 +196,8 @@ class Settings(BaseSettings):
         for name in ("source_url", "target_url"):
             secret = getattr(self, name)
             data[name] = mask_url(secret.get_secret_value()) if secret else None
+        if self.monitoring.token is not None:
+            data["monitoring"]["token"] = "***"
         data["kafka"] = {
             k: ("***" if "password" in k or "secret" in k else v) for k, v in self.kafka.items()
         }

@@ -56,12 +56,14 @@ from cdc_recon.exceptions import (
     KafkaUnavailable,
     TransientDatabaseError,
 )
+from cdc_recon.http.server import serve_monitoring
 from cdc_recon.kafka.admin import describe_cluster
 from cdc_recon.kafka.consumer import GroupConsumer, schema_registry_client
 from cdc_recon.kafka.producer import DeadLetterProducer
+from cdc_recon.metrics import ServiceMonitor, observed_sweeps
 from cdc_recon.pipeline import ApplyPipeline
 from cdc_recon.progress import ServiceStats, backoff, caught_up, next_offsets, total_lag
-from cdc_recon.sweeper import SweeperThread
+from cdc_recon.sweeper import SweeperThread, sweep_once
 
 LOG = logging.getLogger("cdc_recon.service")
 T = TypeVar("T")
@@ -101,8 +103,10 @@ class Service:
         *,
         avro: AvroDecoder | None = None,
         clock: Callable[[], float] = time.monotonic,
+        monitor: ServiceMonitor | None = None,
     ) -> None:
         self._settings = settings
+        self.monitor = monitor or ServiceMonitor()
         self._applier = applier
         self._consumer = consumer
         self._producer = producer
@@ -154,6 +158,7 @@ class Service:
             self._pipeline.drain()
         if now - self._last_progress[0] >= PROGRESS_EVERY:
             self._log_progress(now)
+        self.monitor.refresh(self._consumer)
 
     def _process(self, batch: Sequence[Message]) -> None:
         """Step 2 and the applier's Python half here; step 3 through the pipeline."""
@@ -169,15 +174,19 @@ class Service:
     def _apply(self, prepared: Any, offsets: dict[TPKey, int]) -> ApplyResult:
         """Step 3, on the pipeline's worker thread."""
         group = self._settings.group_id
-        result = self._retry(
-            lambda: self._applier.write(prepared, offsets, group), "applying a batch", TRANSIENT_DB
-        )
+        with self.monitor.apply_timer():
+            result = self._retry(
+                lambda: self._applier.write(prepared, offsets, group),
+                "applying a batch",
+                TRANSIENT_DB,
+            )
         self._after_db_commit()
         return result
 
     def _applied(self, result: ApplyResult, count: int, offsets: dict[TPKey, int]) -> None:
         """Steps 4-5, back on the service's thread, in batch order."""
         self.stats.add(result, count)
+        self.monitor.batch_applied(result, count)
         if result.failures:
             self._dead_letter(result.failures)
         self._pending.update(offsets)
@@ -291,7 +300,7 @@ def _start_sweeper(settings: Settings) -> SweeperThread | None:
     connections; its errors are logged, never raised here."""
     if not settings.sweeper.enabled:
         return None
-    sweeper = SweeperThread(settings)
+    sweeper = SweeperThread(settings, sweep=observed_sweeps(sweep_once))
     sweeper.start()
     return sweeper
 
@@ -314,10 +323,12 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
         avro = AvroDecoder(schema_registry_client(registry)) if registry else None
         producer = DeadLetterProducer(settings)
         try:
-            service = Service(settings, applier, GroupConsumer(settings), producer, avro=avro)
+            monitor = ServiceMonitor()
+            consumer = GroupConsumer(settings)
+            service = Service(settings, applier, consumer, producer, avro=avro, monitor=monitor)
             sweeper = _start_sweeper(settings)
             try:
-                with _stop_on_signals(service):
+                with _stop_on_signals(service), serve_monitoring(settings, monitor):
                     return service.run(until_idle)
             finally:
                 if sweeper is not None:

@@ -31,6 +31,9 @@ from cdc_recon.db.engine import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_NAMES = ("CDC_RECON_KAFKA_BOOTSTRAP", "CDC_RECON_SOURCE_URL", "CDC_RECON_TARGET_URL")
+# Services started by tests (in-process or `cdc-recon run`) serve monitoring on a free
+# port, not 9464: several may run at once. A test that needs the port sets its own.
+os.environ.setdefault("CDC_RECON_MONITORING__PORT", "0")
 
 
 @dataclass(frozen=True)

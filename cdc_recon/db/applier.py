@@ -100,8 +100,11 @@ class Applier:
         if self._fairy is None:
             try:
                 fairy = self.engine.raw_connection()
-            except sa.exc.OperationalError as exc:
-                raise TransientDatabaseError(f"cannot connect to the target: {exc.orig}") from exc
+            except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:
+                # Engine.raw_connection() raises the driver's error unwrapped (a refused
+                # connection), the pool's pre-ping SQLAlchemy's.
+                reason = getattr(exc, "orig", None) or exc
+                raise TransientDatabaseError(f"cannot connect to the target: {reason}") from exc
             cur = fairy.cursor()
             cur.execute("SET TIME ZONE 'UTC'")
             cur.execute(st.ledger_stage_ddl())

@@ -75,11 +75,14 @@ def table_exists() -> str:
 
 
 def installed_tables() -> str:
-    """`schema.table` of every table carrying the change-log trigger."""
+    """`schema.table` of every table whose change-log trigger writes to the change log in
+    `%(schema)s` (several change logs may live in one source database)."""
     return (
         "SELECT n.nspname || '.' || c.relname FROM pg_trigger t "
         "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        f"WHERE t.tgname = '{TRIGGER_NAME}' AND NOT t.tgisinternal ORDER BY 1"
+        "JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace fn ON fn.oid = p.pronamespace "
+        f"WHERE t.tgname = '{TRIGGER_NAME}' AND NOT t.tgisinternal "
+        "AND fn.nspname = %(schema)s ORDER BY 1"
     )
 
 

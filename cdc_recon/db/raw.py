@@ -41,8 +41,9 @@ def raw_connection(engine: sa.Engine, *, name: str) -> Iterator[Any]:
     """A driver connection in UTC; rolled back if the block raises, closed after it."""
     try:
         fairy: Any = engine.raw_connection()
-    except sa.exc.OperationalError as exc:
-        reason = first_line(exc.orig) if exc.orig else str(exc)
+    except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:  # raw: unwrapped
+        orig = getattr(exc, "orig", None) or exc
+        reason = first_line(orig)
         raise DatabaseUnavailable(f"cannot reach the {name} database: {reason}") from exc
     try:
         with translate(name):

@@ -9,7 +9,8 @@
     failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
 
 and the sweeper's `sweeper_watermark`, `sweep_runs` and `missed_changes`
-(`cdc_recon.db.sweep_sql`).
+(`cdc_recon.db.sweep_sql`), and reconciliation's runs, findings, audit and review queue
+(`cdc_recon.db.reconcile.store`).
 
 Every statement is idempotent: `init` may run any number of times.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from cdc_recon.db.reconcile.store import RECONCILE_TABLES, reconcile_ddl
 from cdc_recon.db.sql import quote_ident
 from cdc_recon.db.sweep_sql import SWEEPER_TABLES, sweeper_ddl
 
@@ -81,6 +83,6 @@ def init_control_schema(engine: sa.Engine, schema: str) -> list[str]:
     with engine.begin() as conn:
         # Two instances starting at once must not race on CREATE ... IF NOT EXISTS.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('cdc_recon.init'))"))
-        for statement in control_ddl(schema) + sweeper_ddl(schema):
+        for statement in control_ddl(schema) + sweeper_ddl(schema) + reconcile_ddl(schema):
             conn.execute(sa.text(statement))
-    return [f"{schema}.{table}" for table in CONTROL_TABLES + SWEEPER_TABLES]
+    return [f"{schema}.{table}" for table in CONTROL_TABLES + SWEEPER_TABLES + RECONCILE_TABLES]

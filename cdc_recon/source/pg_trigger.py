@@ -107,7 +107,7 @@ class PgTriggerLog:
         """Remove the triggers of `tables` (all installed ones when empty); `drop_log`
         drops the change-log table too. Returns the tables whose trigger was removed."""
         with raw_connection(self.engine, name="source") as conn, conn.cursor() as cur:
-            cur.execute(sql.installed_tables())
+            cur.execute(sql.installed_tables(), {"schema": self.schema})
             installed = [row[0] for row in cur.fetchall()]
             chosen = [qualified(t) for t in tables] if tables else installed
             for name in chosen:
@@ -122,7 +122,7 @@ class PgTriggerLog:
 
     def installed(self) -> list[str]:
         with raw_connection(self.engine, name="source") as conn, conn.cursor() as cur:
-            cur.execute(sql.installed_tables())
+            cur.execute(sql.installed_tables(), {"schema": self.schema})
             return [row[0] for row in cur.fetchall()]
 
     # -- the sweeper's side --------------------------------------------------------
