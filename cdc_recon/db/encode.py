@@ -55,14 +55,18 @@ def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> Encode
     encoders = table.encoders
     for key, winner in winners.items():
         change = winner.change
+        gap = "f"
         if winner.deleted:
             has_deletes = True
             uset = -1
         else:
             uset = missing_sets.setdefault(winner.missing, len(missing_sets))
+            event = change.decoded.event
+            if winner.missing and event is not None and event.unavailable:
+                gap = "t"  # the row may be created without its unchanged-TOAST columns
         lines.append(
             f"{copy_line(winner.row, encoders)}\t{escape(key)}\t"
-            f"{position_literal(change.position.parts)}\t{change.op.value}\t{uset}"
+            f"{position_literal(change.position.parts)}\t{change.op.value}\t{uset}\t{gap}"
         )
     return EncodedTable(table, "\n".join(lines) + "\n", missing_sets, has_deletes)
 

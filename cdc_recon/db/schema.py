@@ -2,8 +2,9 @@
 
     ledger      one row per applied change (unique change id), with its source position,
                 Kafka coordinates and outcome (applied | superseded)
-    key_state   per target key: the newest source position applied and whether the key
-                is deleted, so that an older update can never bring a row back (P3)
+    key_state   per target key: the newest source position applied, whether the key
+                is deleted (so that an older update can never bring a row back, P3),
+                and whether its row still lacks unchanged-TOAST columns
     offsets     per consumer group and partition: the next offset to read, written in
                 the same transaction as the rows (P4)
     failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
@@ -54,6 +55,11 @@ def control_ddl(schema: str) -> list[str]:
             deleted boolean NOT NULL,
             updated_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (target_table, key_text))""",
+        # A key whose row the target created from an image lacking unchanged-TOAST columns
+        # is incomplete: an older lost change of it is not superseded (the sweeper
+        # replays it from the source) until a complete image arrives.
+        f"ALTER TABLE {s}.key_state ADD COLUMN IF NOT EXISTS "
+        "incomplete boolean NOT NULL DEFAULT false",
         f"""CREATE TABLE IF NOT EXISTS {s}.offsets (
             group_id text NOT NULL,
             topic text NOT NULL,

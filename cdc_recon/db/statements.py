@@ -40,14 +40,17 @@ class TableStatements:
 
     @property
     def stage_columns(self) -> list[str]:
-        return [*(quote_ident(c) for c in self.shape.columns), "_key", "_pos", "_op", "_uset"]
+        return [
+            *(quote_ident(c) for c in self.shape.columns),
+            *("_key", "_pos", "_op", "_uset", "_gap"),
+        ]
 
     def create_stage(self) -> str:
         columns = ", ".join(quote_ident(c) for c in self.shape.columns)
         return (
             f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self.stage)} ON COMMIT DELETE ROWS AS "
             f"SELECT {columns}, ''::text AS _key, '{{}}'::bigint[] AS _pos, ''::text AS _op, "
-            f"0 AS _uset FROM {self.table} WITH NO DATA"
+            f"0 AS _uset, false AS _gap FROM {self.table} WITH NO DATA"
         )
 
     def copy_stage(self) -> str:
@@ -61,10 +64,13 @@ class TableStatements:
         state = f"{quote_ident(self.control_schema)}.key_state"
         stage = quote_ident(self.stage)
         return (
-            f"WITH adv AS (INSERT INTO {state} AS ks (target_table, key_text, position, deleted) "
-            f"SELECT %(table)s, _key, _pos, _op = 'd' FROM {stage} "
+            f"WITH adv AS (INSERT INTO {state} AS ks "
+            f"(target_table, key_text, position, deleted, incomplete) "
+            f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {stage} "
             f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
-            f"deleted = EXCLUDED.deleted, updated_at = now() "
+            f"deleted = EXCLUDED.deleted, updated_at = now(), incomplete = CASE "
+            f"WHEN ks.deleted THEN EXCLUDED.incomplete "
+            f"ELSE ks.incomplete AND EXCLUDED.incomplete END "
             f"WHERE ks.position < EXCLUDED.position RETURNING ks.key_text) "
             f"DELETE FROM {stage} s WHERE NOT EXISTS "
             f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)"

@@ -14,8 +14,9 @@ A sweep step loads the window's source changes into the temporary stage `_cdcr_s
 1. `open_entries`: the stage entries whose change id is not in the ledger (a hash or
    index anti-join on the ledger's primary key) go to `_cdcr_open`;
 2. `classify`: each open entry becomes applied (replayed by an earlier sweep),
-   superseded (its key's `key_state.position` is newer), in_flight (too recent, not
-   yet consumed, or beyond what the consumer has applied while it lags) or missed;
+   superseded (its key's `key_state.position` is newer and its row is complete),
+   in_flight (too recent, not yet consumed, or beyond what the consumer has applied while
+   it lags) or missed;
 3. `record_missed`: the missed ones go to `missed_changes`, one row per change id.
 
 The Debezium transaction adapter stages transactions instead (`_cdcr_sweep_tx`) and
@@ -226,7 +227,7 @@ horizon AS ({_horizon(schema)}),
 judged AS (
     SELECT o.n, CASE
         WHEN m.status = 'replayed' THEN 'applied'
-        WHEN ks.position > o.position THEN 'superseded'
+        WHEN ks.position > o.position AND NOT ks.incomplete THEN 'superseded'
         WHEN o.changed_at >= %(open_after)s THEN 'in_flight'
         WHEN o.topic IS NOT NULL AND f.id IS NULL
              AND (off.next_offset IS NULL OR o.kafka_offset >= off.next_offset) THEN 'in_flight'

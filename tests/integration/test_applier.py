@@ -217,3 +217,23 @@ def test_soft_delete_sets_the_flag(target_db: Database) -> None:
     applier.apply([event(1, 3, Op.DELETE)], {}, "g")
     applier.close()
     assert rows(target_db) == {1: (1, "n1", True), 2: (2, "n2", False)}
+
+
+def test_a_row_created_without_its_toast_columns_is_incomplete_until_a_full_image(
+    setup: tuple[Applier, Database],
+) -> None:
+    applier, db = setup
+
+    def incomplete() -> bool:
+        with db.engine.connect() as conn:
+            return bool(
+                conn.execute(sa.text(f"SELECT incomplete FROM {db.table('key_state')}")).scalar()
+            )
+
+    partial = event(1, 10, name="no notes")  # the insert was lost; notes is unchanged TOAST
+    assert partial.event is not None
+    partial = Decoded(partial.message, partial.event.replace(unavailable=frozenset({"notes"})))
+    applier.apply([partial], {}, "g")
+    assert incomplete(), "the sweeper must not count the lost insert as superseded"
+    applier.apply([event(1, 20, name="full", notes="all columns")], {}, "g")
+    assert not incomplete()
