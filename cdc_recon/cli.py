@@ -101,18 +101,18 @@ def init(ctx: typer.Context) -> None:
     """Create the ledger and control tables in the target database (idempotent)."""
     from cdc_recon.db.engine import check_connection, create_engine
     from cdc_recon.db.schema import init_control_schema
-    from cdc_recon.db.status import missing_control_tables
+    from cdc_recon.db.status import present_tables
 
     settings = ctx.obj.settings()
     engine = create_engine(settings.target_url, name="target")
     try:
         check_connection(engine, name="target")
-        missing = set(missing_control_tables(engine, settings.control_schema))
+        present = present_tables(engine, settings.control_schema)
         tables = init_control_schema(engine, settings.control_schema)
     finally:
         engine.dispose()
     for table in tables:
-        typer.echo(f"{'created' if table in missing else 'exists '} {table}")
+        typer.echo(f"{'exists ' if table in present else 'created'} {table}")
 
 
 @app.command()

@@ -30,6 +30,12 @@ class TargetStatus:
     failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (reason, status)
 
 
+def present_tables(engine: sa.Engine, schema: str) -> set[str]:
+    """`schema.table` of every table in `schema` (empty when the schema does not exist)."""
+    names = _guard(lambda: sa.inspect(engine).get_table_names(schema=schema))
+    return {f"{schema}.{name}" for name in names}
+
+
 def missing_control_tables(engine: sa.Engine, schema: str) -> list[str]:
     """The control tables `cdc-recon init` would create that are not there."""
     present = set(_guard(lambda: sa.inspect(engine).get_table_names(schema=schema)))
