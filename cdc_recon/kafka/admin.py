@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from cdc_recon.batch import Message
 from cdc_recon.exceptions import KafkaUnavailable
 
 
@@ -29,6 +30,19 @@ LOG = logging.getLogger("cdc_recon.kafka")
 def client_config(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """librdkafka settings for any client; its own log lines go to `cdc_recon.kafka`."""
     return {"bootstrap.servers": bootstrap, "logger": LOG, **(extra or {})}
+
+
+def to_message(msg: Any) -> Message:
+    """A confluent-kafka message as our `Message` (coordinates and raw bytes)."""
+    _, timestamp = msg.timestamp()
+    return Message(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        timestamp_ms=max(timestamp, 0),
+    )
 
 
 def topic_partitions(

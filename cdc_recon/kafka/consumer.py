@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from cdc_recon.batch import Message, TopicPartitionKey
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError, KafkaUnavailable
-from cdc_recon.kafka.admin import client_config, topic_partitions
+from cdc_recon.kafka.admin import client_config, to_message, topic_partitions
 
 LOG = logging.getLogger("cdc_recon.consumer")
 
@@ -187,7 +187,7 @@ class GroupConsumer:
             raw = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot consume: {exc.args[0]}") from exc
-        batch = [self._message(msg) for msg in raw if self._keep(msg)]
+        batch = [to_message(msg) for msg in raw if self._keep(msg)]
         for message in batch:
             self._next[(message.topic, message.partition)] = message.offset + 1
         return batch
@@ -205,18 +205,6 @@ class GroupConsumer:
             return False
         where = f"{msg.topic()}[{msg.partition()}]" if msg.topic() else "consumer"
         raise KafkaUnavailable(f"Kafka error on {where}: {error.str()}")
-
-    @staticmethod
-    def _message(msg: Any) -> Message:
-        _, timestamp = msg.timestamp()
-        return Message(
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=msg.key(),
-            value=msg.value(),
-            timestamp_ms=max(timestamp, 0),
-        )
 
     def positions(self) -> dict[TopicPartitionKey, int | None]:
         """Next offset to read per assigned partition; None while it is not known yet."""

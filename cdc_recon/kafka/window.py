@@ -37,7 +37,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from cdc_recon.batch import Message, TopicPartitionKey
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import KafkaUnavailable
-from cdc_recon.kafka.admin import client_config, topic_partitions
+from cdc_recon.kafka.admin import client_config, to_message, topic_partitions
 from cdc_recon.kafka.consumer import Watermarks
 from cdc_recon.timeparse import epoch_ms
 
@@ -187,7 +187,7 @@ class WindowReader:
                 continue
             error = msg.error()
             if error is None and msg.offset() < wanted.end:
-                batch.append(_message(msg))
+                batch.append(to_message(msg))
             if error is not None or msg.offset() >= wanted.end - 1:  # the end, or past it
                 del pending[key]
                 self._unassign([key])
@@ -271,15 +271,3 @@ def _raise_for_error(msg: Any) -> None:
         return
     where = f"{msg.topic()}[{msg.partition()}]" if msg.topic() else "consumer"
     raise KafkaUnavailable(f"Kafka error on {where} while reading a window: {error.str()}")
-
-
-def _message(msg: Any) -> Message:
-    _, timestamp = msg.timestamp()
-    return Message(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        key=msg.key(),
-        value=msg.value(),
-        timestamp_ms=max(timestamp, 0),
-    )
