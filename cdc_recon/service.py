@@ -63,6 +63,7 @@ from cdc_recon.kafka.producer import DeadLetterProducer
 from cdc_recon.metrics import ServiceMonitor, observed_sweeps
 from cdc_recon.pipeline import ApplyPipeline
 from cdc_recon.progress import ServiceStats, backoff, caught_up, next_offsets, total_lag
+from cdc_recon.reconcile.scheduler import ReconcileScheduler
 from cdc_recon.sweeper import SweeperThread, sweep_once
 
 LOG = logging.getLogger("cdc_recon.service")
@@ -305,6 +306,16 @@ def _start_sweeper(settings: Settings) -> SweeperThread | None:
     return sweeper
 
 
+def _start_reconcile_jobs(settings: Settings) -> ReconcileScheduler | None:
+    """Scheduled reconciliation (`reconcile.schedule.enabled`) beside the loop: its own
+    thread and connections; its errors are logged, never raised here."""
+    if not settings.reconcile.schedule.enabled:
+        return None
+    scheduler = ReconcileScheduler(settings)
+    scheduler.start()
+    return scheduler
+
+
 def run_service(settings: Settings, *, until_idle: float | None = None) -> ServiceStats:
     """Run one group member until SIGTERM/SIGINT (or idle); the `cdc-recon run` command.
 
@@ -327,12 +338,14 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
             consumer = GroupConsumer(settings)
             service = Service(settings, applier, consumer, producer, avro=avro, monitor=monitor)
             sweeper = _start_sweeper(settings)
+            jobs = _start_reconcile_jobs(settings)
             try:
                 with _stop_on_signals(service), serve_monitoring(settings, monitor):
                     return service.run(until_idle)
             finally:
-                if sweeper is not None:
-                    sweeper.stop()
+                for thread in (sweeper, jobs):
+                    if thread is not None:
+                        thread.stop()
         finally:
             producer.close()
             applier.close()

@@ -192,3 +192,23 @@ def record_job(
             "%(status)s, %(detail)s)",
             {"job": job, "run": run_id, "started": started, "status": status, "detail": detail},
         )
+
+
+def last_jobs(engine: sa.Engine, schema: str) -> dict[str, dt.datetime]:
+    """When each scheduled job type last started (any outcome)."""
+    sql = (
+        f"SELECT job_type, max(started_at) FROM {quote_ident(schema)}.recon_jobs GROUP BY job_type"
+    )
+    with engine.connect() as conn:
+        return {job: started for job, started in conn.exec_driver_sql(sql).all()}
+
+
+def try_job_lock(conn: sa.Connection, job: str) -> bool:
+    """A session lock so that one instance runs a scheduled job at a time."""
+    sql = "SELECT pg_try_advisory_lock(hashtext('cdc_recon.reconcile.' || %(job)s))"
+    return bool(conn.exec_driver_sql(sql, {"job": job}).scalar())
+
+
+def release_job_lock(conn: sa.Connection, job: str) -> None:
+    sql = "SELECT pg_advisory_unlock(hashtext('cdc_recon.reconcile.' || %(job)s))"
+    conn.exec_driver_sql(sql, {"job": job})
