@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import threading
 import time
 from collections import deque
@@ -30,12 +29,12 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
+import cdc_recon.reconcile.metrics  # noqa: F401  (registers reconciliation metrics)
 from cdc_recon.batch import ApplyResult
 from cdc_recon.batch import TopicPartitionKey as TPKey
 from cdc_recon.kafka.consumer import Watermarks
 from cdc_recon.progress import ServiceStats, partition_lag
 
-RECONCILE_METRICS = "cdc_recon.reconcile.metrics"
 HISTORY_POINTS = 720  # one hour at the default 5 s spacing
 HISTORY_EVERY = 5.0  # seconds between history points
 REFRESH_EVERY = 1.0  # seconds between lag refreshes from the service loop
@@ -101,17 +100,6 @@ WATERMARK_AGE = Gauge(
     "cdc_recon_sweeper_watermark_age_seconds",
     "Seconds since the end of the last window the sweeper checked (0: no watermark yet).",
 )
-
-
-def load_reconciliation_metrics() -> bool:
-    """Register the reconciliation metrics (issue 6) when that module exists."""
-    try:
-        importlib.import_module(RECONCILE_METRICS)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and RECONCILE_METRICS.startswith(exc.name):
-            return False
-        raise
-    return True
 
 
 class ConsumerView(Protocol):

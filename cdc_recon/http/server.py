@@ -25,7 +25,7 @@ from cdc_recon.http.api import Api, Request, Response
 from cdc_recon.http.jobs import ReplayJobs
 from cdc_recon.http.status import StatusPoller
 from cdc_recon.kafka.probe import ClusterProbe
-from cdc_recon.metrics import ServiceMonitor, load_reconciliation_metrics
+from cdc_recon.metrics import ServiceMonitor
 
 LOG = logging.getLogger("cdc_recon.http")
 MAX_BODY = 64 * 1024
@@ -132,7 +132,6 @@ def serve_monitoring(
     if not config.enabled:
         yield None
         return
-    load_reconciliation_metrics()
     engine = create_engine(settings.target_url, name="target", pool_size=2, max_overflow=4)
     poller = StatusPoller(settings, engine, ClusterProbe(settings.kafka_bootstrap))
     api = Api(settings, monitor, poller, engine, ReplayJobs(settings))

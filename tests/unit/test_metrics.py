@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
 from cdc_recon import metrics
 from cdc_recon.batch import ApplyResult, Failure, FailureReason, Message
@@ -158,5 +158,12 @@ def test_sweeps_are_counted() -> None:
     assert value("cdc_recon_sweeps_total", status="failed") == failed + 1
 
 
-def test_reconciliation_metrics_are_optional() -> None:
-    assert metrics.load_reconciliation_metrics() in (True, False)
+def test_reconciliation_metrics_are_served_beside_the_service_metrics() -> None:
+    exposed = generate_latest(REGISTRY).decode()
+    for name in (
+        "reconciliation_inconsistencies_total",
+        "data_drift_percentage",
+        "reconciliation_duration_seconds",
+        "reconciliation_auto_corrections_total",
+    ):
+        assert f"# HELP {name} " in exposed, name
