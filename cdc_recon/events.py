@@ -124,8 +124,13 @@ def event_change_id(event: ChangeEvent, key_values: Sequence[Any]) -> str:
     return change_id(event.table, key_text(key_values), tx)
 
 
-def key_values(key: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
-    """The key's values in `columns` order; a scalar plain-format key fills one column."""
+def key_values(
+    key: Mapping[str, Any], columns: Sequence[str], after: Mapping[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """The key's values in `columns` order; a scalar plain-format key fills one column, and
+    a column the message key lacks comes from the row image. `KeyError` when neither has it.
+    """
     if len(key) == 1 and "" in key and len(columns) == 1:
         return (key[""],)
-    return tuple(key[column] for column in columns)
+    image = after or {}
+    return tuple(key[column] if column in key else image[column] for column in columns)

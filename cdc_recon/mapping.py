@@ -18,7 +18,7 @@ from typing import Any
 
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
-from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text
+from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text, key_values
 from cdc_recon.exceptions import MappingError
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
@@ -132,11 +132,9 @@ class TableMapper:
         key = event.key
         if len(key) == self._key_len and tuple(key) == self.mapping.key:  # the usual case
             return tuple(key.values())
-        if len(key) == 1 and "" in key and len(self.mapping.key) == 1:
-            return (key[""],)
-        source = event.after if event.op.writes_row and event.after is not None else key
+        after = event.after if event.op.writes_row else None
         try:
-            return tuple(key[c] if c in key else source[c] for c in self.mapping.key)
+            return key_values(key, self.mapping.key, after)
         except KeyError as exc:
             raise MappingError(
                 f"event for {event.table} lacks key column {exc.args[0]!r}", table=event.table

@@ -59,5 +59,6 @@ class ApplyPipeline:
         self._on_applied(future.result(), count, offsets)
 
     def close(self) -> None:
-        """Stop the worker; a batch still in flight is abandoned only after it finished."""
+        """Stop the worker, waiting for a batch still in flight (its result is dropped:
+        the offsets it stored in the target are where a new owner resumes)."""
         self._executor.shutdown(wait=True)
