@@ -1,7 +1,7 @@
 """The `reconcile:` section of the settings: what `cdc-recon reconcile` checks and how.
 
     reconcile:
-      workers: 2                 # segments checked at once (threads, one query per side each)
+      workers: 2                 # threads checking tables and segments (queries at once per side)
       hash: fast64               # fast64 (typed 64-bit hashes) | md5 (portable across servers)
       segment_rows: 100000       # rows per first-level segment
       bisection_factor: 2048     # at most this many sub-segments per check (one query each side)

@@ -21,19 +21,22 @@ from cdc_recon.reconcile.checksums import ChecksumDiff
 from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.model import EXTRA, SEVERITY, CheckResult, Finding
 from cdc_recon.reconcile.tables import TableSpec
+from cdc_recon.reconcile.workers import Workers
 
 Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What every check needs: settings, both engines, and where to report progress."""
+    """What every check needs: settings, both engines, the run's worker threads (for
+    checks that fan out), and where to report progress."""
 
     settings: Settings
     source: sa.Engine
     target: sa.Engine
     progress: Progress | None = None
     since: dt.datetime | None = None  # incremental mode: rows changed since then
+    workers: Workers | None = None  # None: a check that fans out brings its own
 
 
 def check_counts(ctx: CheckContext, spec: TableSpec) -> CheckResult:
@@ -73,7 +76,9 @@ def check_checksums(ctx: CheckContext, spec: TableSpec) -> CheckResult:
     """Every missing, extra and mismatched key, by segment checksums and bisection."""
     if ctx.since is not None:
         return _incremental(ctx, spec, ctx.since)
-    found = ChecksumDiff(spec, ctx.source, ctx.target, ctx.settings.reconcile, ctx.progress).run()
+    found = ChecksumDiff(
+        spec, ctx.source, ctx.target, ctx.settings.reconcile, ctx.progress, ctx.workers
+    ).run()
     findings = [Finding.from_diff(spec.name, "checksums", d) for d in found.diffs]
     stats = {**found.as_dict(), "mode": "full", **_drift(len(findings), found.rows)}
     return CheckResult.of(spec.name, "checksums", findings, stats=stats)

@@ -11,10 +11,10 @@
 4. Keys seen on one side only are looked up by key on the other side before they are
    reported, so that a collation difference between servers cannot fake a missing row.
 
-Segments are checked by a bounded pool of `workers` threads, each with its own
-connections. The sides are read with separate statements, not one snapshot: rows that
-change during the run may show up as differences (check again, or use `--fix`, which
-compares and sets).
+Segments are checked on the run's bounded pool of `workers` threads (`workers.Workers`,
+shared with the other tables), each task with its own connections. The sides are read
+with separate statements, not one snapshot: rows that change during the run may show up
+as differences (check again, or use `--fix`, which compares and sets).
 
     >>> found = ChecksumDiff(spec, source_engine, target_engine, settings).run()  # doctest: +SKIP
     >>> [(d.kind, d.key, d.columns) for d in found.diffs]                          # doctest: +SKIP
@@ -23,10 +23,11 @@ compares and sets).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -45,6 +46,7 @@ from cdc_recon.reconcile.segments import (
     segment_count,
 )
 from cdc_recon.reconcile.tables import TableSpec
+from cdc_recon.reconcile.workers import Task, Workers
 
 Progress = Callable[[int], None]
 
@@ -78,6 +80,7 @@ class ChecksumDiff:
         target: sa.Engine,
         settings: ReconcileSettings,
         progress: Progress | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.spec = spec
         self.engines = (source, target)
@@ -85,18 +88,35 @@ class ChecksumDiff:
         self.settings = settings
         self.progress = progress or (lambda rows: None)
         self.stats = DiffStats()
+        self._workers = workers
         self._lock = threading.Lock()
 
     def run(self) -> DiffStats:
-        first = self._first_segments()
-        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="cdcr-recon") as pool:
-            pending: set[Future[list[Segment]]] = {pool.submit(self._check, s) for s in first}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending |= {pool.submit(self._check, s) for s in future.result()}
+        """Every differing key; the segments are checked on `workers` (or a pool of
+        `settings.workers` threads of its own), this thread helping."""
+        with self._pool() as workers:
+            pending: set[Task[list[Segment]]] = set()
+            try:
+                for segment in self._first_segments():
+                    pending.add(workers.submit(functools.partial(self._check, segment)))
+                while pending:
+                    for task in workers.wait_any(pending):
+                        pending.discard(task)
+                        for segment in task.outcome():
+                            pending.add(workers.submit(functools.partial(self._check, segment)))
+            finally:  # after an error, the segments nobody started are not started
+                for task in pending:
+                    task.cancel()
         self.stats.diffs = self._confirm(sorted(self.stats.diffs, key=lambda d: d.key))
         return self.stats
+
+    @contextlib.contextmanager
+    def _pool(self) -> Iterator[Workers]:
+        if self._workers is not None:
+            yield self._workers
+            return
+        with Workers(self.settings.workers) as workers:
+            yield workers
 
     def _first_segments(self) -> list[Segment]:
         source, target = self.sides

@@ -2,11 +2,14 @@
 
 1. open both databases (sessions in UTC, ISO output) and the control tables;
 2. record the run in `recon_runs`; pair each configured table across the two catalogs;
-3. per table, run the chosen checks in order (schema, counts, checksums, integrity,
-   temporal, sample); a check that fails with an error is recorded as ERROR and the
-   others go on; then the business rules;
-4. record each result and its findings, count them in the Prometheus metrics, and
-   close the run with its status (PASS, FAIL or ERROR).
+3. submit one job per table to the run's `reconcile.workers` threads (`Workers`), and
+   one per business rule: a table job runs the chosen checks in order (schema, counts,
+   checksums, integrity, temporal, sample), and its checksum segments go to the same
+   threads, so tables and segments are checked in parallel, never more than `workers`
+   at once; a check that fails with an error is recorded as ERROR and the others go on;
+4. on this thread, in table, check and rule order whatever finished first, record each
+   result and its findings and count them in the Prometheus metrics; close the run with
+   its status (PASS, FAIL or ERROR).
 
 In incremental mode the checksum check of a table reads only the keys changed since
 its last successful checksum run (minus `reconcile.incremental_overlap`), or the whole
@@ -30,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
+from cdc_recon.config_reconcile import BusinessRule
 from cdc_recon.db.reconcile import store
 from cdc_recon.db.reconcile.segments import reconcile_engine
 from cdc_recon.exceptions import CdcReconError, ConfigError, UsageError
@@ -43,6 +47,7 @@ from cdc_recon.reconcile.structure import (
     check_temporal,
 )
 from cdc_recon.reconcile.tables import TableSpec, resolve_tables
+from cdc_recon.reconcile.workers import Workers
 
 TableCheck = Callable[[CheckContext, TableSpec], CheckResult]
 TABLE_CHECKS: dict[str, TableCheck] = {
@@ -138,35 +143,59 @@ def _run(
     mode = "incremental" if incremental else "full"
     run_id, _ = store.start_run(target, schema, ",".join(chosen), mode)
     done: list[tuple[CheckResult, tuple[int, ...]]] = []
-
-    def record(result: CheckResult, started: dt.datetime) -> None:
-        metrics.observe(result)
-        done.append((result, tuple(store.record_result(target, schema, run_id, result, started))))
-
     try:
         specs = resolve_tables(settings, source, target, tables) if _needs_tables(chosen) else []
-        for spec in specs:
-            rows = spec.source_shape.estimated_rows
-            on_rows = progress(spec.name, rows) if progress else None
-            ctx = CheckContext(settings, source, target, on_rows)
-            for name in (c for c in chosen if c in TABLE_CHECKS):
-                table_ctx = _with_since(ctx, spec, name) if incremental else ctx
-                check = functools.partial(TABLE_CHECKS[name], table_ctx, spec)
-                started = dt.datetime.now(dt.UTC)
-                record(_timed(check, spec.name, name), started)
-        if "rules" in chosen and not tables:
-            ctx = CheckContext(settings, source, target)
-            for rule in settings.reconcile.rules:
-                started = dt.datetime.now(dt.UTC)
-                record(
-                    _timed(functools.partial(check_rule, ctx, rule), rule.name, "rules"), started
+        with Workers(settings.reconcile.workers) as workers:
+            base = CheckContext(settings, source, target, workers=workers)
+            jobs = [
+                workers.submit(
+                    functools.partial(_check_table, base, spec, chosen, incremental, progress)
                 )
+                for spec in specs
+            ]
+            if "rules" in chosen and not tables:
+                jobs += [
+                    workers.submit(functools.partial(_check_rule, base, rule))
+                    for rule in settings.reconcile.rules
+                ]
+            for job in jobs:  # recorded in table and check order, whatever finished first
+                for result, started in job.outcome():
+                    metrics.observe(result)
+                    ids = store.record_result(target, schema, run_id, result, started)
+                    done.append((result, tuple(ids)))
     except BaseException:
         store.finish_run(target, schema, run_id, "aborted", sum(len(r.findings) for r, _ in done))
         raise
     report = ReconcileReport(run_id, mode, tuple(r for r, _ in done), tuple(ids for _, ids in done))
     store.finish_run(target, schema, run_id, report.status, sum(len(r.findings) for r, _ in done))
     return report
+
+
+Timed = list[tuple[CheckResult, dt.datetime]]
+
+
+def _check_table(
+    ctx: CheckContext,
+    spec: TableSpec,
+    chosen: list[str],
+    incremental: bool,
+    progress: ProgressFactory | None,
+) -> Timed:
+    """The chosen checks of one table, in order (a job on the run's workers)."""
+    if progress and "checksums" in chosen:
+        ctx = replace(ctx, progress=progress(spec.name, spec.source_shape.estimated_rows))
+    results: Timed = []
+    for name in (c for c in chosen if c in TABLE_CHECKS):
+        table_ctx = _with_since(ctx, spec, name) if incremental else ctx
+        started = dt.datetime.now(dt.UTC)
+        check = functools.partial(TABLE_CHECKS[name], table_ctx, spec)
+        results.append((_timed(check, spec.name, name), started))
+    return results
+
+
+def _check_rule(ctx: CheckContext, rule: BusinessRule) -> Timed:
+    started = dt.datetime.now(dt.UTC)
+    return [(_timed(functools.partial(check_rule, ctx, rule), rule.name, "rules"), started)]
 
 
 def _needs_tables(chosen: list[str]) -> bool:

@@ -90,7 +90,10 @@ def check_temporal(ctx: CheckContext, spec: TableSpec) -> CheckResult:
     column = spec.config.temporal_column
     if column is None:
         return CheckResult.of(spec.name, "temporal", [], stats={"skipped": "no temporal_column"})
-    found = ChecksumDiff(spec.only((column,)), ctx.source, ctx.target, ctx.settings.reconcile).run()
+    only = spec.only((column,))
+    found = ChecksumDiff(
+        only, ctx.source, ctx.target, ctx.settings.reconcile, workers=ctx.workers
+    ).run()
     findings = []
     for diff in found.diffs:
         if diff.kind != MISMATCH:
