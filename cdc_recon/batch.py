@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import msgspec
+
 from cdc_recon.events import ChangeEvent
 
 TopicPartitionKey = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, gc=False):
     """A Kafka message's coordinates and raw bytes, kept for the ledger and quarantine."""
 
     topic: str
@@ -28,8 +29,7 @@ class Message:
     timestamp_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(msgspec.Struct, frozen=True, gc=False):
     """A message and its decoded event; `event` is None for a tombstone that is skipped."""
 
     message: Message
@@ -44,8 +44,7 @@ class FailureReason:
     REJECTED = "rejected"  # the target database refused the row
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(msgspec.Struct, frozen=True, gc=False):
     """A message that could not be applied: quarantined, never dropped (promise P5)."""
 
     message: Message

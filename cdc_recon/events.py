@@ -21,12 +21,11 @@ Change identity
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 MAX_POSITION_PART = 2**63 - 1
@@ -47,8 +46,7 @@ class Op(enum.StrEnum):
         return self in (Op.CREATE, Op.UPDATE, Op.READ)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class SourcePosition:
+class SourcePosition(msgspec.Struct, frozen=True, order=True, gc=False):
     """Where a change sits in its source's log; compared as a tuple of integers."""
 
     parts: tuple[int, ...]
@@ -64,8 +62,7 @@ class SourcePosition:
         return "/".join(str(part) for part in self.parts)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     """One change to one row of a source table, as every codec reports it.
 
     `key` maps key columns to values (Debezium's message key); a plain-format event with
@@ -91,7 +88,7 @@ class ChangeEvent:
             raise ValueError(f"op {self.op.value!r} needs a row image")
 
     def replace(self, **changes: Any) -> ChangeEvent:
-        return dataclasses.replace(self, **changes)
+        return msgspec.structs.replace(self, **changes)
 
 
 def canonical_text(value: Any) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
 from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text, key_values
@@ -41,8 +43,7 @@ class TargetShape:
             raise ValueError(f"{self.table}: key columns {missing} are not columns of the table")
 
 
-@dataclass(frozen=True, slots=True)
-class MappedChange:
+class MappedChange(msgspec.Struct, frozen=True, gc=False):
     """One event in target terms: which key of which table, and the row it leaves."""
 
     decoded: Decoded
@@ -169,8 +170,7 @@ class TableMapper:
         return tuple(row)
 
 
-@dataclass(frozen=True, slots=True)
-class Winner:
+class Winner(msgspec.Struct, frozen=True, gc=False):
     """The state a batch leaves for one key: its newest change, TOAST gaps filled in."""
 
     change: MappedChange

