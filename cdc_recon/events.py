@@ -102,6 +102,8 @@ def canonical_text(value: Any) -> str:
 
 def key_text(values: Sequence[Any]) -> str:
     """The key's values, in key-column order, as a compact JSON array of strings."""
+    if len(values) == 1 and type(values[0]) is int:  # the usual key, without orjson
+        return f'["{values[0]}"]'
     return orjson.dumps([canonical_text(v) for v in values]).decode()
 
 

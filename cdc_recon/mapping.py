@@ -26,6 +26,8 @@ from cdc_recon.exceptions import MappingError
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 """A column the event did not carry (unchanged TOAST, or absent): never overwritten."""
 
+Plan = tuple[tuple[int, ...] | None, frozenset[int]]
+
 
 @dataclass(frozen=True)
 class TargetShape:
@@ -65,7 +67,7 @@ class TableMapper:
         self._index = {column: i for i, column in enumerate(shape.columns)}
         self._source_to_target = self._column_map(mapping, shape)
         self._key_len = len(mapping.key)
-        self._plans: dict[tuple[str, ...], tuple[tuple[int, ...], frozenset[int]]] = {}
+        self._plans: dict[tuple[str, ...], Plan] = {}
         self._soft_flag = (
             self._index.get(mapping.soft_delete_column) if mapping.delete_mode == "soft" else None
         )
@@ -89,8 +91,9 @@ class TableMapper:
             return None
         return self._source_to_target.get(column, column)
 
-    def _plan(self, table: str, columns: tuple[str, ...]) -> tuple[tuple[int, ...], frozenset[int]]:
-        """Target index per source column (-1: not written), and the columns left MISSING.
+    def _plan(self, table: str, columns: tuple[str, ...]) -> Plan:
+        """Target index per source column (-1: not written), and the columns left MISSING;
+        indexes None when the image's columns are the target's, in order.
 
         Cached by the after image's column names: a table's events repeat the same ones.
         """
@@ -111,7 +114,9 @@ class TableMapper:
         if self._soft_flag is not None:
             written.add(self._soft_flag)
         missing = frozenset(range(len(self.shape.columns))) - written
-        plan = (tuple(indexes), missing)
+        identity = indexes == list(range(len(self.shape.columns))) and self._soft_flag is None
+        # None for an image that already is the target row, column for column
+        plan = (None, missing) if identity else (tuple(indexes), missing)
         if len(self._plans) < 64:
             self._plans[columns] = plan
         return plan
@@ -121,6 +126,8 @@ class TableMapper:
         after = event.after
         assert after is not None
         indexes, missing = self._plan(event.table, tuple(after))
+        if indexes is None:
+            return tuple(after.values()), missing
         values: list[Any] = [MISSING] * len(self.shape.columns)
         for index, value in zip(indexes, after.values(), strict=True):
             if index >= 0:

@@ -1,9 +1,14 @@
-"""One batch in flight: decode the next batch while the target applies this one.
+"""Batches in flight: decode the next batches while the target applies this one.
 
 The service's thread polls and decodes; a single worker thread runs the target
-transaction (psycopg2 releases the GIL while PostgreSQL works). `submit` first waits for
-the batch already in flight and hands its result to `on_applied` on the caller's thread,
-so the dead-letter topic and the Kafka commit stay in order after their database commit.
+transactions, one batch at a time and in order (psycopg2 releases the GIL while
+PostgreSQL works). Up to `depth` prepared batches may wait for the worker, so that a
+slower moment on either side (the two cores are shared with PostgreSQL and the broker)
+does not leave the other idle. `submit` waits for the oldest batch once `depth` are in
+flight and hands its result to `on_applied` on the caller's thread, so the dead-letter
+topic and the Kafka commit stay in order after their database commit. Once a batch
+fails, the worker applies none of the batches queued after it: their offsets must not
+reach the target ahead of the failed one's messages.
 
     >>> pipeline = ApplyPipeline(apply, on_applied)   # doctest: +SKIP
     >>> pipeline.submit(prepared, offsets, count)     # doctest: +SKIP
@@ -14,12 +19,14 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cdc_recon.batch import ApplyResult
 from cdc_recon.batch import TopicPartitionKey as TPKey
+from cdc_recon.exceptions import ApplyError
 
 ApplyFn = Callable[[Any, dict[TPKey, int]], ApplyResult]
 AppliedFn = Callable[[ApplyResult, int, dict[TPKey, int]], None]
@@ -44,34 +51,48 @@ def tune_interpreter() -> None:
 
 
 class ApplyPipeline:
-    """Runs `apply` on a worker thread, at most one batch at a time."""
+    """Runs `apply` on a worker thread, in order, with at most `depth` batches in flight."""
 
-    def __init__(self, apply: ApplyFn, on_applied: AppliedFn) -> None:
+    def __init__(self, apply: ApplyFn, on_applied: AppliedFn, depth: int = 2) -> None:
         tune_interpreter()
         self._apply = apply
         self._on_applied = on_applied
+        self._depth = max(depth, 1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-recon-apply")
-        self._inflight: tuple[Future[ApplyResult], int, dict[TPKey, int]] | None = None
+        self._inflight: deque[tuple[Future[ApplyResult], int, dict[TPKey, int]]] = deque()
+        self._failed = False  # set by the worker; read by it before each batch
 
     @property
     def busy(self) -> bool:
-        return self._inflight is not None
+        return bool(self._inflight)
 
     def submit(self, batch: Any, offsets: dict[TPKey, int], count: int) -> None:
-        """Wait for the batch in flight (see `drain`), then start applying this one."""
-        self.drain()
-        future = self._executor.submit(self._apply, batch, offsets)
-        self._inflight = (future, count, offsets)
+        """Queue this batch; first wait for the oldest while `depth` are in flight."""
+        while len(self._inflight) >= self._depth:
+            self._finish_oldest()
+        future = self._executor.submit(self._run, batch, offsets)
+        self._inflight.append((future, count, offsets))
 
     def drain(self) -> None:
-        """Wait for the batch in flight and pass its result on; re-raises its error."""
-        if self._inflight is None:
-            return
-        future, count, offsets = self._inflight
-        self._inflight = None
-        self._on_applied(future.result(), count, offsets)
+        """Wait for every batch in flight and pass the results on, oldest first;
+        re-raises the first error."""
+        while self._inflight:
+            self._finish_oldest()
 
     def close(self) -> None:
-        """Stop the worker, waiting for a batch still in flight (its result is dropped:
-        the offsets it stored in the target are where a new owner resumes)."""
+        """Stop the worker, waiting for the batches still in flight (their results are
+        dropped: the offsets they stored in the target are where a new owner resumes)."""
         self._executor.shutdown(wait=True)
+
+    def _finish_oldest(self) -> None:
+        future, count, offsets = self._inflight.popleft()
+        self._on_applied(future.result(), count, offsets)
+
+    def _run(self, batch: Any, offsets: dict[TPKey, int]) -> ApplyResult:
+        if self._failed:
+            raise ApplyError("not applied: an earlier batch failed")
+        try:
+            return self._apply(batch, offsets)
+        except BaseException:
+            self._failed = True
+            raise

@@ -10,8 +10,10 @@ Commit protocol, per polled batch (promises P2, P4, P5):
 4. send the batch's failures to the dead-letter topic and flush;
 5. commit the same next offsets to Kafka.
 
-Step 3 runs on a worker thread (`cdc_recon.pipeline`): while the target applies batch N,
-batch N+1 is polled and decoded; steps 4-5 of N run before step 3 of N+1 starts.
+Step 3 runs on a worker thread (`cdc_recon.pipeline`), one batch at a time and in order:
+while the target applies batch N, the next batches are polled and decoded; steps 4-5 of
+N follow its own step 3 and come before steps 4-5 of N+1. No batch is applied after one
+that failed.
 
 A crash before 3 commits loses nothing (the batch is read again). A crash between 3 and 5
 makes Kafka redeliver what the target already holds: on assignment each partition is

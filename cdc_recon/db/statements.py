@@ -27,7 +27,7 @@ class TableStatements:
     mapping: TableMapping
     stage: str
     control_schema: str
-    encoders: list[Encoder] = field(init=False)
+    encoders: list[Encoder | None] = field(init=False)
     _upserts: dict[frozenset[int], str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:

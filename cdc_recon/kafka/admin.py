@@ -34,14 +34,13 @@ def client_config(bootstrap: str, extra: dict[str, str] | None = None) -> dict[s
 
 def to_message(msg: Any) -> Message:
     """A confluent-kafka message as our `Message` (coordinates and raw bytes)."""
-    _, timestamp = msg.timestamp()
     return Message(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        key=msg.key(),
-        value=msg.value(),
-        timestamp_ms=max(timestamp, 0),
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        msg.key(),
+        msg.value(),
+        max(msg.timestamp()[1], 0),
     )
 
 

@@ -187,22 +187,29 @@ class GroupConsumer:
             raw = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot consume: {exc.args[0]}") from exc
-        batch = [to_message(msg) for msg in raw if self._keep(msg)]
-        for message in batch:
-            self._next[(message.topic, message.partition)] = message.offset + 1
+        batch = []
+        assigned, positions = self._assigned, self._next
+        for msg in raw:
+            error = msg.error()
+            if error is not None:
+                self._check(msg, error)
+                continue
+            message = to_message(msg)
+            where = (message.topic, message.partition)
+            if where in assigned:
+                batch.append(message)
+                positions[where] = message.offset + 1
         return batch
 
-    def _keep(self, msg: Any) -> bool:
-        error = msg.error()
-        if error is None:
-            return (msg.topic(), msg.partition()) in self._assigned
+    def _check(self, msg: Any, error: KafkaError) -> None:
+        """Skip partition EOF and a topic not created yet; raise for any other error."""
         if error.code() in _IGNORED:
-            return False
+            return
         if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and msg.topic():
             if msg.topic() not in self._warned_topics:
                 self._warned_topics.add(msg.topic())
                 LOG.warning("topic %s does not exist (yet): %s", msg.topic(), error.str())
-            return False
+            return
         where = f"{msg.topic()}[{msg.partition()}]" if msg.topic() else "consumer"
         raise KafkaUnavailable(f"Kafka error on {where}: {error.str()}")
 
