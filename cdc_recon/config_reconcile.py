@@ -3,8 +3,8 @@
     reconcile:
       workers: 2                 # threads checking tables and segments (queries at once per side)
       hash: fast64               # fast64 (typed 64-bit hashes) | md5 (portable across servers)
-      segment_rows: 100000       # rows per first-level segment
-      bisection_factor: 2048     # at most this many sub-segments per check (one query each side)
+      segment_rows: 100000       # fewest rows per first-level segment (one per two workers)
+      bisection_factor: 2048     # most sub-segments per check below the first level
       bisection_threshold: 64    # segments this small are fetched and diffed row by row
       tables:
         - source: public.customers          # target, key: from `tables:` or the primary key

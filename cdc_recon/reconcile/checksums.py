@@ -1,11 +1,13 @@
 """Segment checksums inside each database, bisected down to the exact differing keys.
 
-1. Split the key space into first-level segments of about `segment_rows` rows: by
-   arithmetic on min/max for a one-column integer key, else by key quantiles of the
-   bigger side (every n-th key in key order).
-2. Check a segment: ONE query per side returns, for each of its `bisection_factor`
-   sub-segments, the row count and the sum of 64-bit row hashes, computed in that
-   database. Sub-segments whose counts or sums differ are the next segments.
+1. Split the key space into first-level segments, one per two workers but none under
+   `segment_rows` rows (`stripe_count`): by arithmetic on min/max for a one-column
+   integer key, else by key quantiles of the bigger side (every n-th key in key order),
+   so that a big table is read by a few sequential scans rather than many index ranges.
+2. Check a segment: ONE query per side, both sides at once, returns for each of its
+   sub-segments (up to `FIRST_LEVEL_BUCKETS` at the first level for a one-column key,
+   `bisection_factor` below) the row count and the sum of 64-bit row hashes, computed
+   in that database. Sub-segments whose counts or sums differ are the next segments.
 3. A segment of at most `bisection_threshold` rows is fetched from both sides
    (normalised texts only) and diffed in Python (`diff.diff_rows`).
 4. Keys seen on one side only are looked up by key on the other side before they are
@@ -38,12 +40,14 @@ from cdc_recon.db.reconcile.expressions import KeyValues, SideSql
 from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.model import EXTRA, MISSING, RowDiff
 from cdc_recon.reconcile.segments import (
+    FIRST_LEVEL_BUCKETS,
     Segment,
     children,
     first_segments,
     integer_thresholds,
     mismatched,
-    segment_count,
+    stripe_count,
+    stripes,
 )
 from cdc_recon.reconcile.tables import TableSpec
 from cdc_recon.reconcile.workers import Task, Workers
@@ -96,14 +100,19 @@ class ChecksumDiff:
         `settings.workers` threads of its own), this thread helping."""
         with self._pool() as workers:
             pending: set[Task[list[Segment]]] = set()
+
+            def submit(segment: Segment, thresholds: list[KeyValues] | None = None) -> None:
+                check = functools.partial(self._check, workers, segment, thresholds)
+                pending.add(workers.submit(check))
+
             try:
-                for segment in self._first_segments():
-                    pending.add(workers.submit(functools.partial(self._check, segment)))
+                for segment, thresholds in self._first_level():
+                    submit(segment, thresholds)
                 while pending:
                     for task in workers.wait_any(pending):
                         pending.discard(task)
                         for segment in task.outcome():
-                            pending.add(workers.submit(functools.partial(self._check, segment)))
+                            submit(segment)
             finally:  # after an error, the segments nobody started are not started
                 for task in pending:
                     task.cancel()
@@ -118,8 +127,13 @@ class ChecksumDiff:
         with Workers(self.settings.workers) as workers:
             yield workers
 
-    def _first_segments(self) -> list[Segment]:
+    def _first_level(self) -> list[tuple[Segment, list[KeyValues] | None]]:
+        """The first-level segments (`stripe_count` of them) and, for a key that is not
+        an integer, their thresholds: quantiles of the bigger side, read in one pass."""
         source, target = self.sides
+        parts = functools.partial(
+            stripe_count, segment_rows=self.settings.segment_rows, workers=self.settings.workers
+        )
         if self.spec.integer_key:
             with self.engines[0].connect() as s, self.engines[1].connect() as t:
                 bounds = [sql.key_bounds(s, source), sql.key_bounds(t, target)]
@@ -128,20 +142,19 @@ class ChecksumDiff:
                     return []
                 rows = self._estimate(s, t)
             lo, hi = min(lows), max(b[1] for b in bounds if b[1] is not None) + 1
-            parts = segment_count(rows, self.settings.segment_rows, self.settings.workers)
-            points = [(p,) for p in integer_thresholds(lo, hi, parts)]
-            return first_segments(points, rows, (lo,), (hi,))
+            points = [(p,) for p in integer_thresholds(lo, hi, parts(rows))]
+            return [(s, None) for s in first_segments(points, rows, (lo,), (hi,))]
         with self.engines[0].connect() as s, self.engines[1].connect() as t:
             counts = [sql.count_rows(s, source), sql.count_rows(t, target)]
         rows = self.stats.rows = max(counts)
         if rows == 0:
             return []
-        bigger = counts.index(rows)
-        whole = Segment(None, None, rows)
-        every = max(1, math.ceil(rows / segment_count(rows, self.settings.segment_rows, 1)))
+        bigger, stripes_ = counts.index(rows), parts(rows)
+        factor = self._factor(Segment(None, None, math.ceil(rows / stripes_)))
+        every = max(1, math.ceil(rows / (stripes_ * factor)))
         with self.engines[bigger].connect() as conn:
-            points = sql.split_points(conn, self.sides[bigger], whole, every)
-        return first_segments(points, rows)
+            points = sql.split_points(conn, self.sides[bigger], Segment(None, None, rows), every)
+        return [(segment, inner) for segment, inner in stripes(points, stripes_, rows)]
 
     def _estimate(self, s: sa.Connection, t: sa.Connection) -> int:
         """Rows on the bigger side: the planner's estimate, else a count."""
@@ -154,9 +167,15 @@ class ChecksumDiff:
 
     def _factor(self, segment: Segment) -> int:
         """Sub-segments per check: enough to reach the threshold in one step, at most
-        `bisection_factor` (one query returns them all)."""
+        `bisection_factor` (one query returns them all); a first-level segment of a
+        one-column key takes up to `FIRST_LEVEL_BUCKETS`, so that the one scan of a big
+        table leaves small mismatching parts (a composite key's bucket is a CASE, whose
+        cost grows with the number of buckets)."""
+        cap = self.settings.bisection_factor
+        if segment.depth == 0 and len(self.spec.key) == 1:
+            cap = max(cap, FIRST_LEVEL_BUCKETS)
         wanted = math.ceil(segment.rows / self.settings.bisection_threshold)
-        return max(2, min(self.settings.bisection_factor, wanted))
+        return max(2, min(cap, wanted))
 
     def _thresholds(self, segment: Segment) -> list[KeyValues]:
         factor = self._factor(segment)
@@ -168,18 +187,26 @@ class ChecksumDiff:
             options.append(sql.split_points(t, self.sides[1], segment, every))
         return max(options, key=len)
 
-    def _check(self, segment: Segment) -> list[Segment]:
-        """Checks `segment`; diffs its small mismatching parts, returns the big ones."""
+    def _check(
+        self, workers: Workers, segment: Segment, thresholds: list[KeyValues] | None = None
+    ) -> list[Segment]:
+        """Checks `segment`, both sides at once; diffs its small mismatching parts,
+        returns the big ones."""
         if segment.rows <= self.settings.bisection_threshold:
             self._fetch(segment)
             return []
-        thresholds = self._thresholds(segment)
+        if thresholds is None:
+            thresholds = self._thresholds(segment)
         if not thresholds:
             self._fetch(segment)
             return []
-        with self.engines[0].connect() as s, self.engines[1].connect() as t:
-            left = sql.checksum_buckets(s, self.sides[0], segment, thresholds)
-            right = sql.checksum_buckets(t, self.sides[1], segment, thresholds)
+        target = workers.submit(functools.partial(self._buckets, 1, segment, thresholds))
+        try:
+            left = self._buckets(0, segment, thresholds)
+        except BaseException:
+            target.cancel()
+            raise
+        right = workers.gather([target])[0]
         with self._lock:
             self.stats.segments += 1
             self.stats.max_depth = max(self.stats.max_depth, segment.depth)
@@ -190,6 +217,12 @@ class ChecksumDiff:
         if small:
             self._fetch(*small)
         return [s for s in bad if s.rows > self.settings.bisection_threshold]
+
+    def _buckets(
+        self, side: int, segment: Segment, thresholds: list[KeyValues]
+    ) -> dict[int, tuple[int, str]]:
+        with self.engines[side].connect() as conn:
+            return sql.checksum_buckets(conn, self.sides[side], segment, thresholds)
 
     def _fetch(self, *segments: Segment) -> None:
         with self.engines[0].connect() as s, self.engines[1].connect() as t:

@@ -48,9 +48,34 @@ def integer_thresholds(lo: int, hi: int, parts: int) -> list[int]:
     return [p for p in points if lo < p < hi]
 
 
-def segment_count(estimated_rows: int, segment_rows: int, workers: int) -> int:
-    """First-level segments: about `segment_rows` each, at least one per worker."""
-    return max(workers, math.ceil(max(estimated_rows, 1) / segment_rows))
+FIRST_LEVEL_BUCKETS = 16384
+
+
+def stripe_count(estimated_rows: int, segment_rows: int, workers: int) -> int:
+    """First-level segments: one per two workers (each is read on both sides at once),
+    so that a big table is read by few large scans, but none under `segment_rows` rows."""
+    return max(1, min(math.ceil(workers / 2), math.ceil(max(estimated_rows, 1) / segment_rows)))
+
+
+def stripes(
+    points: Sequence[KeyValues], parts: int, rows: int
+) -> list[tuple[Segment, list[KeyValues]]]:
+    """`parts` first-level segments over sorted split `points`, each with the points
+    strictly inside it as its thresholds; the points between segments bound them.
+
+    >>> [(s.lo, s.hi, t) for s, t in stripes([(1,), (2,), (3,)], 2, 40)]
+    [(None, (2,), [(1,)]), ((2,), None, [(3,)])]
+    """
+    n = len(points)
+    cuts = sorted({(i * n) // max(parts, 1) for i in range(1, max(parts, 1))} - {n})
+    edges = [-1, *cuts, n]
+    each = math.ceil(rows / (len(edges) - 1))
+    found = []
+    for k in range(len(edges) - 1):
+        lo = points[edges[k]] if k > 0 else None
+        hi = points[edges[k + 1]] if k < len(edges) - 2 else None
+        found.append((Segment(lo, hi, each), list(points[edges[k] + 1 : edges[k + 1]])))
+    return found
 
 
 def mismatched(source: Buckets, target: Buckets) -> list[tuple[int, int]]:

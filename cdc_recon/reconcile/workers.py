@@ -1,15 +1,20 @@
 """The run's bounded pool of worker threads, shared by every table and every segment.
 
 A reconcile run submits one job per table (its checks in order) and one per business
-rule to `Workers(reconcile.workers)`; a checksum check fans its segments out to the same
-pool. No more than `workers` threads ever run a job, so no more than `workers` queries
-run against each database at once, however many tables are open (the engines are
-pooled for that many connections, plus one for the run's own bookkeeping).
+rule to `Workers(reconcile.workers)`; a checksum check fans its segments (and each
+segment its two sides) out to the same pool. Only the pool's `workers` threads run
+tasks, so no more than `workers` queries run against each database at once, however
+many tables are open (the engines are pooled for that many connections, plus one for
+the run's own bookkeeping).
 
-A job that waits for the tasks it fanned out never just blocks a thread: it runs a task
-nobody has started yet itself (`wait_any`), and waits only while all of its tasks run on
-other threads. So a table job on the last free thread still gets its segments done, and
-a big table's segments are picked up by the threads that the small tables free.
+A task waiting for the tasks it fanned out never just blocks its pool thread
+(`wait_any`): it runs one of its own that nobody has started; failing that, unless it
+is itself running inside another task's wait, the newest task anybody submitted; it
+sleeps only when there is nothing to start. So a table job on the last free thread gets
+its segments done, the other side of a segment is read while this side is, and a big
+table's segments are picked up by the threads that the small tables free. A wait
+always ends: what it waits for runs on another thread, or it can run it itself. A
+thread outside the pool (the run's own) only waits.
 
     >>> with Workers(2) as workers:                         # doctest: +SKIP
     ...     tables = [workers.submit(partial(check_table, t)) for t in specs]
@@ -25,6 +30,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+MAX_NESTING = 2  # tasks on a thread's stack from which a wait helps only with its own
 
 
 class Cancelled(Exception):
@@ -38,22 +44,24 @@ class Task(Generic[T]):
         self._fn = fn
         self._claim = threading.Lock()
         self._workers = workers
-        self._done = False
+        self.started = False
+        self.done = False
         self._result: T | None = None
         self._error: BaseException | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def try_run(self) -> bool:
         """Runs the task on this thread unless another thread claimed it first."""
         if not self._claim.acquire(blocking=False):
             return False
+        self.started = True
+        nesting = self._workers.nesting
+        nesting.depth = getattr(nesting, "depth", 0) + 1
         try:
             self._result = self._fn()
         except BaseException as exc:  # handed to whoever asks for the outcome
             self._error = exc
+        finally:
+            nesting.depth -= 1
         self._finish()
         return True
 
@@ -61,44 +69,48 @@ class Task(Generic[T]):
         """Marks a task nobody started as cancelled; False when it already started."""
         if not self._claim.acquire(blocking=False):
             return False
+        self.started = True
         self._error = Cancelled()
         self._finish()
         return True
 
     def _finish(self) -> None:
-        with self._workers.finished:
-            self._done = True
-            self._workers.open.discard(self)
-            self._workers.finished.notify_all()
+        with self._workers.changed:
+            self.done = True
+            self._workers.open.pop(self, None)
+            self._workers.changed.notify_all()
 
     def outcome(self) -> T:
         """Waits (without helping) until the task ran; its result, or raises its error."""
-        with self._workers.finished:
-            self._workers.finished.wait_for(lambda: self._done)
+        with self._workers.changed:
+            self._workers.changed.wait_for(lambda: self.done)
         if self._error is not None:
             raise self._error
         return self._result  # type: ignore[return-value]
 
 
 class Workers:
-    """`count` threads; tasks are claimed by a pool thread or by a job waiting for them."""
+    """`count` pool threads; a task runs on one of them, claimed from the queue or by a
+    task of the pool that waits (see the module docstring)."""
 
     def __init__(self, count: int) -> None:
         if count < 1:
             raise ValueError("workers must be at least 1")
         self.count = count
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="cdcr-recon")
-        self.finished = threading.Condition()
-        self.open: set[Task[Any]] = set()
+        self.changed = threading.Condition()  # a task was submitted or finished
+        self.open: dict[Task[Any], None] = {}  # submitted, not finished; oldest first
+        self.nesting = threading.local()
         self._closing = False
 
     def submit(self, fn: Callable[[], T]) -> Task[T]:
         """A task for `fn`, queued for the pool; cancelled at once when closing."""
         task = Task(fn, self)
-        with self.finished:
+        with self.changed:
             closing = self._closing
             if not closing:
-                self.open.add(task)
+                self.open[task] = None
+                self.changed.notify_all()
         if closing:
             task.cancel()
         else:
@@ -106,15 +118,30 @@ class Workers:
         return task
 
     def wait_any(self, tasks: Collection[Task[T]]) -> list[Task[T]]:
-        """The tasks of `tasks` that are done, at least one: runs one nobody started on
-        this thread if there is one, else waits until one of them finishes."""
-        for task in tasks:
-            if not task.done and task.try_run():
-                break
-        else:
-            with self.finished:
-                self.finished.wait_for(lambda: any(t.done for t in tasks))
-        return [t for t in tasks if t.done]
+        """The tasks of `tasks` that are done, at least one; helps while waiting."""
+        while True:
+            with self.changed:
+                done = [t for t in tasks if t.done]
+                if done:
+                    return done
+                helping = self._unstarted(tasks)
+                if helping is None:
+                    self.changed.wait()
+                    continue
+            helping.try_run()  # a lost race for it just means another look
+
+    def _unstarted(self, own: Collection[Task[T]]) -> Task[Any] | None:
+        """What this thread may start: nothing unless it is a pool thread running a
+        task; one of `own`; else, not nested, the newest task nobody started."""
+        depth = getattr(self.nesting, "depth", 0)
+        if depth == 0:
+            return None
+        for task in own:
+            if not task.started:
+                return task
+        if depth >= MAX_NESTING:
+            return None
+        return next((t for t in reversed(self.open) if not t.started), None)
 
     def gather(self, tasks: list[Task[T]]) -> list[T]:
         """Every task's result, in order, helping to run them (see `wait_any`)."""
@@ -127,7 +154,7 @@ class Workers:
         """Waits for the tasks; with `cancel`, first cancels every task nobody started
         (a job waiting for one gets `Cancelled`), so that only running tasks finish."""
         if cancel:
-            with self.finished:
+            with self.changed:
                 self._closing = True
                 unstarted = list(self.open)
             for task in unstarted:

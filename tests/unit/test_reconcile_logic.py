@@ -22,7 +22,14 @@ from cdc_recon.reconcile.corrections import plan
 from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.model import CheckResult, Finding, RowDiff, RowImage
 from cdc_recon.reconcile.sampling import error_interval, fpc, sample_size, verdict, z_score
-from cdc_recon.reconcile.segments import Segment, children, integer_thresholds, mismatched
+from cdc_recon.reconcile.segments import (
+    Segment,
+    children,
+    integer_thresholds,
+    mismatched,
+    stripe_count,
+    stripes,
+)
 from cdc_recon.reconcile.structure import compare_rule_rows
 
 COLUMNS = ("name", "amount")
@@ -90,6 +97,29 @@ def test_integer_thresholds_split_inside_the_range(lo: int, width: int, parts: i
     assert len(points) <= parts - 1
     if width >= parts:
         assert len(points) == parts - 1
+
+
+def test_a_big_table_is_read_in_one_scan_per_two_workers() -> None:
+    assert stripe_count(10_000_000, 100_000, 2) == 1
+    assert stripe_count(10_000_000, 100_000, 8) == 4
+    assert stripe_count(10_000_000, 100_000, 3) == 2
+    assert stripe_count(150_000, 100_000, 8) == 2  # no stripe under segment_rows
+    assert stripe_count(0, 100_000, 4) == 1
+
+
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(0, 10**6))
+def test_stripes_partition_the_points(points: int, parts: int, rows: int) -> None:
+    keys = [(i * 10,) for i in range(points)]
+    found = stripes(keys, parts, rows)
+    assert 1 <= len(found) <= min(parts, points + 1)
+    assert found[0][0].lo is None and found[-1][0].hi is None
+    for (left, _), (right, _) in zip(found, found[1:], strict=False):
+        assert left.hi == right.lo is not None
+    for segment, inner in found:  # every threshold lies strictly inside its stripe
+        assert all(segment.lo is None or segment.lo < t for t in inner)
+        assert all(segment.hi is None or t < segment.hi for t in inner)
+    bounds = [s.lo for s, _ in found[1:]]
+    assert sorted(bounds + [t for _, inner in found for t in inner]) == keys
 
 
 def test_children_cover_the_mismatched_buckets() -> None:

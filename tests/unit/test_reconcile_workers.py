@@ -46,6 +46,25 @@ def test_a_job_on_the_only_thread_runs_its_own_segments() -> None:
     assert len(seen) == 5
 
 
+def test_a_waiting_job_reads_the_other_side_of_a_segment_another_thread_runs() -> None:
+    segment_started, other_side_read = threading.Event(), threading.Event()
+
+    def segment() -> bool:  # like a segment reading one side while the other is queued
+        segment_started.set()
+        workers.submit(other_side_read.set)
+        return other_side_read.wait(WAIT)
+
+    def table() -> list[bool]:  # waits for a segment that the other thread claimed
+        segment_started.wait(WAIT)
+        workers.wait_any([first])
+        return [first.outcome()]
+
+    with Workers(2) as workers:
+        first = workers.submit(segment)
+        job = workers.submit(table)
+        assert job.outcome() == [True]
+
+
 def test_tables_run_at_once_and_results_come_in_submission_order() -> None:
     second_ran = threading.Event()
 
