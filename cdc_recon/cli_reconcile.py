@@ -1,6 +1,6 @@
 """The reconciliation commands, registered on the `cdc-recon` app by `cdc_recon.cli`.
 
-    $ cdc-recon -c cdc-recon.yml reconcile [--table T] [--check counts|checksums|...|all]
+    $ cdc-recon -c cdc-recon.yml reconcile [--table T] [--check counts|checksums|...|anomalies|all]
           [--incremental] [--json] [--fix [--apply] [--delete-extras] | --export-sql FILE]
     $ cdc-recon -c cdc-recon.yml review list [--status open|resolved|all] [--json]
     $ cdc-recon -c cdc-recon.yml review show ID
@@ -35,7 +35,8 @@ def reconcile(
         list[str] | None,
         typer.Option(
             "--check",
-            help="counts|checksums|rules|sample|schema|integrity|temporal|all (repeatable).",
+            help="counts|checksums|rules|sample|schema|integrity|temporal|anomalies|all "
+            "(repeatable; anomalies needs the ml extra, all includes it when installed).",
         ),
     ] = None,
     incremental: Annotated[

@@ -21,6 +21,13 @@
       foreign_keys:
         - {table: public.orders, columns: [customer_id], references: public.customers,
            ref_columns: [id]}
+      anomalies:                 # --check anomalies, with the `ml` extra installed
+        lookback: 604800         # seconds of ledger history learned from (7 days)
+        bucket: 3600             # seconds per time bucket
+        recent: 3600             # the latest buckets, scored against the history before
+        min_buckets: 24          # a table with less history is not scored
+        contamination: auto      # or the expected share of anomalous buckets, (0, 0.5]
+        min_deviation: 3.0       # a reported bucket has a feature this many robust SDs off
 
 Rule queries are SQL written by the operator in the configuration; they run as given,
 in read-only transactions. Every other statement is built by `cdc_recon.db.reconcile`
@@ -117,6 +124,36 @@ class ScheduleSettings(_Section):
     rules: float | None = Field(7 * 24 * 3600.0, gt=0)
 
 
+class AnomalySettings(_Section):
+    """`--check anomalies` (the `ml` extra): IsolationForest over the ledger, per table,
+    in time buckets; the latest `recent` seconds are scored against the history before."""
+
+    lookback: float = Field(7 * 86400.0, gt=0, description="seconds of ledger learned from")
+    bucket: float = Field(3600.0, ge=1, description="seconds per time bucket")
+    recent: float = Field(3600.0, gt=0, description="latest seconds whose buckets are scored")
+    min_buckets: int = Field(24, ge=2, description="history buckets a table needs to be scored")
+    contamination: float | Literal["auto"] = Field("auto", description="IsolationForest's")
+    min_deviation: float = Field(
+        3.0, ge=0, description="robust z-score one feature of a reported bucket must reach"
+    )
+    seed: int = Field(0, description="random_state of the forest: runs are repeatable")
+
+    @field_validator("contamination")
+    @classmethod
+    def _fraction(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0 < value <= 0.5:
+            raise ValueError("contamination must be 'auto' or in (0, 0.5]")
+        return value
+
+    @model_validator(mode="after")
+    def _windows(self) -> AnomalySettings:
+        if self.recent < self.bucket or self.lookback < self.recent + self.bucket:
+            raise ValueError("need bucket <= recent < lookback (with a bucket of history)")
+        if self.lookback / self.bucket > 100_000:
+            raise ValueError("lookback / bucket is over 100,000 buckets")
+        return self
+
+
 class ReconcileSettings(_Section):
     """The `reconcile:` section (see the module docstring)."""
 
@@ -134,3 +171,4 @@ class ReconcileSettings(_Section):
     correction_batch: int = Field(500, ge=1, description="corrections per transaction")
     incremental_overlap: float = Field(60.0, ge=0, description="seconds re-read before a run")
     schedule: ScheduleSettings = ScheduleSettings()
+    anomalies: AnomalySettings = AnomalySettings()

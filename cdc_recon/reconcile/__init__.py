@@ -7,7 +7,10 @@
     tables       which tables, columns and keys are compared (from settings + catalogs)
     checksums    segment checksums inside each database, bisected down to exact keys
     checks       counts, rules, schema drift, integrity, temporal, sampling
+    activity     ledger activity per table and bucket as features (pure)
+    anomalies    `--check anomalies`: IsolationForest over the activity (`ml` extra)
     runner       `run_reconcile`: the checks of `cdc-recon reconcile`, persisted
+    workers      the run's bounded threads, shared by tables and segments
     corrections  non-destructive fixes: dry run, compare-and-set apply, audit, export SQL
     review       the review queue of `cdc-recon review`
     scheduler    runbook-like jobs inside `cdc-recon run`

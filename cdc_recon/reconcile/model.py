@@ -11,7 +11,9 @@ MISMATCH: Final = "mismatch"
 PASS: Final = "PASS"
 FAIL: Final = "FAIL"
 ERROR: Final = "ERROR"
-CHECKS = ("counts", "checksums", "rules", "sample", "schema", "integrity", "temporal")
+CHECKS = (
+    "counts", "checksums", "rules", "sample", "schema", "integrity", "temporal", "anomalies",
+)  # fmt: skip
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY: dict[str, Severity] = {
     MISSING: "high",
@@ -25,6 +27,7 @@ SEVERITY: dict[str, Severity] = {
     "future": "low",
     "sample": "medium",
     "rule": "high",
+    "anomaly": "medium",
 }
 
 

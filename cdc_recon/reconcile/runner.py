@@ -38,6 +38,7 @@ from cdc_recon.db.reconcile import store
 from cdc_recon.db.reconcile.segments import reconcile_engine
 from cdc_recon.exceptions import CdcReconError, ConfigError, UsageError
 from cdc_recon.reconcile import metrics
+from cdc_recon.reconcile.anomalies import check_anomalies, ml_installed, require_ml
 from cdc_recon.reconcile.checks import CheckContext, check_checksums, check_counts, check_sample
 from cdc_recon.reconcile.model import CHECKS, ERROR, FAIL, PASS, CheckResult
 from cdc_recon.reconcile.structure import (
@@ -84,26 +85,36 @@ class ReconcileReport:
 
 
 def parse_checks(names: Sequence[str]) -> list[str]:
-    """`all` or check names, in canonical order; `UsageError` names an unknown one."""
+    """`all` or check names, in canonical order; `UsageError` names an unknown one, or
+    says how to install the `ml` extra that `anomalies` needs (which `all` then skips)."""
     chosen = set(names or ["all"])
     if "all" in chosen:
-        return list(CHECKS)
+        return [c for c in CHECKS if c != "anomalies" or "anomalies" in chosen or ml_installed()]
     unknown = chosen - set(CHECKS)
     if unknown:
         raise UsageError(f"unknown check {sorted(unknown)[0]!r}", value=sorted(unknown)[0])
+    if "anomalies" in chosen:
+        require_ml()
     return [c for c in CHECKS if c in chosen]
 
 
 def _timed(check: Callable[[], CheckResult], table: str, name: str) -> CheckResult:
+    return _timed_all(lambda: [check()], table, name)[0]
+
+
+def _timed_all(check: Callable[[], list[CheckResult]], table: str, name: str) -> list[CheckResult]:
+    """The check's results with their share of its time; an error of the check (not of
+    the configuration) becomes one ERROR result for `table`."""
     started = time.monotonic()
     try:
-        result = check()
+        results = check()
     except ConfigError:
         raise
     except (CdcReconError, sa.exc.SQLAlchemyError) as exc:
         message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        result = CheckResult(table, name, ERROR, error=message)
-    return replace(result, seconds=time.monotonic() - started)
+        results = [CheckResult(table, name, ERROR, error=message)]
+    seconds = (time.monotonic() - started) / max(len(results), 1)
+    return [replace(result, seconds=seconds) for result in results]
 
 
 def run_reconcile(
@@ -158,6 +169,8 @@ def _run(
                     workers.submit(functools.partial(_check_rule, base, rule))
                     for rule in settings.reconcile.rules
                 ]
+            if "anomalies" in chosen:
+                jobs.append(workers.submit(functools.partial(_check_anomalies, base, tables)))
             for job in jobs:  # recorded in table and check order, whatever finished first
                 for result, started in job.outcome():
                     metrics.observe(result)
@@ -191,6 +204,12 @@ def _check_table(
         check = functools.partial(TABLE_CHECKS[name], table_ctx, spec)
         results.append((_timed(check, spec.name, name), started))
     return results
+
+
+def _check_anomalies(ctx: CheckContext, tables: list[str] | None) -> Timed:
+    started = dt.datetime.now(dt.UTC)
+    check = functools.partial(check_anomalies, ctx, tables or ())
+    return [(result, started) for result in _timed_all(check, "ledger", "anomalies")]
 
 
 def _check_rule(ctx: CheckContext, rule: BusinessRule) -> Timed:
