@@ -88,13 +88,13 @@ def parse_checks(names: Sequence[str]) -> list[str]:
     """`all` or check names, in canonical order; `UsageError` names an unknown one, or
     says how to install the `ml` extra that `anomalies` needs (which `all` then skips)."""
     chosen = set(names or ["all"])
-    if "all" in chosen:
-        return [c for c in CHECKS if c != "anomalies" or "anomalies" in chosen or ml_installed()]
-    unknown = chosen - set(CHECKS)
+    unknown = chosen - set(CHECKS) - {"all"}
     if unknown:
         raise UsageError(f"unknown check {sorted(unknown)[0]!r}", value=sorted(unknown)[0])
     if "anomalies" in chosen:
         require_ml()
+    if "all" in chosen:
+        return [c for c in CHECKS if c != "anomalies" or "anomalies" in chosen or ml_installed()]
     return [c for c in CHECKS if c in chosen]
 
 

@@ -174,8 +174,9 @@ def test_all_leaves_anomalies_out_without_the_extra(monkeypatch: pytest.MonkeyPa
     assert "anomalies" in parse_checks(["all"])
     without_sklearn(monkeypatch)
     assert "anomalies" not in parse_checks(["all"]) and "checksums" in parse_checks(["all"])
-    with pytest.raises(UsageError, match=r"cdc-recon\[ml\]"):
-        parse_checks(["anomalies"])
+    for asked in (["anomalies"], ["all", "anomalies"]):
+        with pytest.raises(UsageError, match=r"cdc-recon\[ml\]"):
+            parse_checks(asked)
 
 
 def test_asking_for_anomalies_without_the_extra_is_a_one_line_error(
