@@ -97,7 +97,8 @@ class ChecksumDiff:
 
     def run(self) -> DiffStats:
         """Every differing key; the segments are checked on `workers` (or a pool of
-        `settings.workers` threads of its own), this thread helping."""
+        `settings.workers` threads of its own), this thread helping when it is one of
+        them (a table job), else only waiting."""
         with self._pool() as workers:
             pending: set[Task[list[Segment]]] = set()
 
@@ -149,12 +150,12 @@ class ChecksumDiff:
         rows = self.stats.rows = max(counts)
         if rows == 0:
             return []
-        bigger, stripes_ = counts.index(rows), parts(rows)
-        factor = self._factor(Segment(None, None, math.ceil(rows / stripes_)))
-        every = max(1, math.ceil(rows / (stripes_ * factor)))
+        bigger, count = counts.index(rows), parts(rows)
+        factor = self._factor(Segment(None, None, math.ceil(rows / count)))
+        every = max(1, math.ceil(rows / (count * factor)))
         with self.engines[bigger].connect() as conn:
             points = sql.split_points(conn, self.sides[bigger], Segment(None, None, rows), every)
-        return [(segment, inner) for segment, inner in stripes(points, stripes_, rows)]
+        return [(segment, inner) for segment, inner in stripes(points, count, rows)]
 
     def _estimate(self, s: sa.Connection, t: sa.Connection) -> int:
         """Rows on the bigger side: the planner's estimate, else a count."""
