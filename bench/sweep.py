@@ -43,6 +43,7 @@ from cdc_recon.db import changelog, sweep_sql  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.raw import raw_connection  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
+from cdc_recon.db.sql import change_id_order  # noqa: E402
 from cdc_recon.source.base import Window  # noqa: E402
 from cdc_recon.source.pg_trigger import PgTriggerLog  # noqa: E402
 from cdc_recon.sweeper import SweepRun, sweep_once  # noqa: E402
@@ -164,7 +165,11 @@ def per_change(settings: Settings, source_schema: str, window: Window, sample: i
                 .scalars()
                 .all()
             )
-        lookup = sa.text(f'SELECT 1 FROM "{settings.control_schema}".ledger WHERE change_id = :c')
+        order = change_id_order("change_id")
+        lookup = sa.text(
+            f'SELECT 1 FROM "{settings.control_schema}".ledger '
+            f"WHERE {order} = {change_id_order(':c')} AND change_id = :c"
+        )
         started = time.perf_counter()
         with target.connect() as conn:
             for change_id in ids:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason
 from cdc_recon.config import Settings
 from cdc_recon.db.reflect import reflect_target
-from cdc_recon.db.sql import quote_ident
+from cdc_recon.db.sql import change_id_order, quote_ident
 from cdc_recon.events import Op
 from cdc_recon.exceptions import ConfigError, DatabaseUnavailable, MappingError
 from cdc_recon.mapping import MappedChange, TableMapper
@@ -76,7 +76,9 @@ def stored_positions(schema: str) -> str:
 
 def known_change_ids(schema: str) -> str:
     return (
-        f"SELECT change_id FROM {quote_ident(schema)}.ledger WHERE change_id = ANY(%(ids)s::text[])"
+        f"SELECT change_id FROM {quote_ident(schema)}.ledger "
+        f"WHERE ({change_id_order('change_id')}, change_id) IN "
+        f"(SELECT {change_id_order('i')}, i FROM unnest(%(ids)s::text[]) AS i)"
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdc_recon.db.reconcile.store import RECONCILE_TABLES, reconcile_ddl
-from cdc_recon.db.sql import quote_ident
+from cdc_recon.db.sql import change_id_order, quote_ident
 from cdc_recon.db.sweep_sql import SWEEPER_TABLES, sweeper_ddl
 
 CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
@@ -32,7 +32,7 @@ def control_ddl(schema: str) -> list[str]:
     return [
         f"CREATE SCHEMA IF NOT EXISTS {s}",
         f"""CREATE TABLE IF NOT EXISTS {s}.ledger (
-            change_id text PRIMARY KEY,
+            change_id text NOT NULL,
             source_table text NOT NULL,
             target_table text NOT NULL,
             key_text text NOT NULL,
@@ -48,6 +48,11 @@ def control_ddl(schema: str) -> list[str]:
             applied_at timestamptz NOT NULL DEFAULT now())""",
         # BRIN: the ledger grows in roughly source-time order and the sweeper reads windows.
         f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger USING brin (source_ts)",
+        # Unique change ids (P2), keyed by transaction first: see `change_id_order`.
+        f"CREATE UNIQUE INDEX IF NOT EXISTS ledger_change_id ON {s}.ledger "
+        f"({change_id_order('change_id')}, change_id)",
+        # Ledgers created before that index was: it replaces their primary key.
+        f"ALTER TABLE {s}.ledger DROP CONSTRAINT IF EXISTS ledger_pkey",
         f"""CREATE TABLE IF NOT EXISTS {s}.key_state (
             target_table text NOT NULL,
             key_text text NOT NULL,

@@ -17,7 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cdc_recon.config import TableMapping
-from cdc_recon.db.sql import Encoder, column_encoders, quote_ident, quote_table
+from cdc_recon.db.sql import (
+    Encoder,
+    change_id_order,
+    column_encoders,
+    quote_ident,
+    quote_table,
+)
 from cdc_recon.mapping import TargetShape
 
 
@@ -93,7 +99,8 @@ class TableStatements:
             f"THEN 'applied' ELSE 'superseded' END "
             f"FROM _cdcr_ledger l LEFT JOIN adv ON adv.key_text = l.key_text "
             f"WHERE l.target_table = %(table)s "
-            f"ON CONFLICT (change_id) DO NOTHING RETURNING op, outcome) "
+            f"ON CONFLICT ({change_id_order('change_id')}, change_id) DO NOTHING "
+            f"RETURNING op, outcome) "
             f"SELECT op, outcome, count(*) FROM ins GROUP BY 1, 2"
         )
 

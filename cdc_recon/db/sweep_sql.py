@@ -25,7 +25,7 @@ compares each one's event count per table with the ledger's (`classify_transacti
 
 from __future__ import annotations
 
-from cdc_recon.db.sql import quote_ident
+from cdc_recon.db.sql import change_id_order, quote_ident
 
 SWEEPER_TABLES = ("sweeper_watermark", "sweep_runs", "missed_changes")
 STAGE = "_cdcr_sweep"
@@ -201,7 +201,9 @@ def open_entries(schema: str) -> str:
         f"SELECT s.change_id, {table}, {key}, {tx}, coalesce(s.position, ARRAY[s.lsn]), "
         "s.changed_at, s.topic, s.kafka_partition, s.kafka_offset "
         f"FROM {STAGE} s WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {quote_ident(schema)}.ledger l WHERE l.change_id = s.change_id)"
+        f"(SELECT 1 FROM {quote_ident(schema)}.ledger l WHERE "
+        f"{change_id_order('l.change_id')} = {change_id_order('s.change_id')} "
+        "AND l.change_id = s.change_id)"
     )
 
 
