@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdc_recon.batch import Message  # noqa: E402
-from cdc_recon.codecs.messages import decode_message  # noqa: E402
+from cdc_recon.codecs.messages import decode_batch, decode_message  # noqa: E402
 from cdc_recon.config import Settings, load_settings  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
@@ -211,8 +211,7 @@ def run_raw_copy(settings: Settings, engine: sa.Engine, events: int, schema: str
     """Events/s of consume + decode + COPY of the final rows: no ledger, no guard."""
     started = time.monotonic()
     final: dict[Any, Any] = {}
-    for message in consume_all(settings, events):
-        item = decode_message(message, settings.format, None)
+    for item in decode_batch(consume_all(settings, events), settings.format, None):
         event = getattr(item, "event", None)
         if event is not None and event.after is not None:
             final[event.key["id"]] = event.after

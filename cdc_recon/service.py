@@ -46,7 +46,7 @@ from typing import Any, Protocol, TypeVar
 from cdc_recon.batch import ApplyResult, Decoded, Failure, Message
 from cdc_recon.batch import TopicPartitionKey as TPKey
 from cdc_recon.codecs import AvroDecoder
-from cdc_recon.codecs.messages import decode_message
+from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings
 from cdc_recon.db.applier import Applier
 from cdc_recon.db.engine import check_connection, create_engine
@@ -167,7 +167,7 @@ class Service:
         """Step 2 and the applier's Python half here; step 3 through the pipeline."""
         fmt = self._settings.format
         items = self._retry(
-            lambda: [decode_message(m, fmt, self._avro) for m in batch],
+            lambda: decode_batch(batch, fmt, self._avro),
             "decoding (schema registry)",
             (ConnectionFailed,),
         )

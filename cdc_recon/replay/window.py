@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from cdc_recon.batch import ApplyResult, Decoded, Failure
-from cdc_recon.codecs.messages import decode_message
+from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings, TableMapping
 from cdc_recon.db.source_rows import SourceRead, SourceRows
 from cdc_recon.exceptions import ConfigError, UsageError
@@ -81,7 +81,7 @@ def _from_kafka(
         total = sum(r.size for r in ranges.values())
         report(0, total)
         for batch in reader.read(ranges, settings.service.batch_size):
-            items = [decode_message(m, settings.format, avro) for m in batch]
+            items = decode_batch(batch, settings.format, avro)
             kept = [item for item in items if _wanted(item, wanted)]
             skipped = len(items) - len(kept)
             summary = summary.plus(sink.apply(kept), read=len(batch), skipped=skipped)
