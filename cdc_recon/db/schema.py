@@ -25,6 +25,13 @@ from cdc_recon.db.sql import change_id_order, quote_ident
 from cdc_recon.db.sweep_sql import SWEEPER_TABLES, sweeper_ddl
 
 CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
+# What control tables created by an earlier version lack until `init` runs again:
+# (table, column or index, the kind) the applier's statements rely on.
+UPGRADES = (
+    ("key_state", "incomplete", "column"),
+    ("key_state", "previous_position", "column"),
+    ("ledger", "ledger_change_id", "index"),
+)
 
 
 def control_ddl(schema: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from cdc_recon.batch import TopicPartitionKey
-from cdc_recon.db.schema import CONTROL_TABLES
+from cdc_recon.db.schema import CONTROL_TABLES, UPGRADES
 from cdc_recon.db.sql import quote_ident
 from cdc_recon.exceptions import ConfigError, DatabaseUnavailable
 
@@ -42,12 +42,41 @@ def missing_control_tables(engine: sa.Engine, schema: str) -> list[str]:
     return [f"{schema}.{table}" for table in CONTROL_TABLES if table not in present]
 
 
+def outdated_control_tables(engine: sa.Engine, schema: str) -> list[str]:
+    """The columns and indexes an earlier version's control tables lack (`UPGRADES`)."""
+    sql = sa.text(
+        "SELECT c.relname, a.attname FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :schema AND a.attnum > 0 AND NOT a.attisdropped "
+        "UNION ALL SELECT tablename, indexname FROM pg_indexes WHERE schemaname = :schema"
+    )
+
+    def read() -> set[tuple[str, str]]:
+        with engine.connect() as conn:
+            return {(table, name) for table, name in conn.execute(sql, {"schema": schema})}
+
+    present = _guard(read)
+    return [
+        f"{schema}.{table} {kind} {name}"
+        for table, name, kind in UPGRADES
+        if (table, name) not in present
+    ]
+
+
 def require_control_tables(engine: sa.Engine, schema: str) -> None:
-    """`ConfigError` telling the operator to run `cdc-recon init` when tables are missing."""
+    """`ConfigError` telling the operator to run `cdc-recon init` when tables are missing,
+    or were created by an earlier version and lack what this one writes."""
     missing = missing_control_tables(engine, schema)
     if missing:
         raise ConfigError(
             f"control tables missing in the target ({', '.join(missing)}): run `cdc-recon init`",
+            key="control_schema",
+        )
+    outdated = outdated_control_tables(engine, schema)
+    if outdated:
+        raise ConfigError(
+            "control tables in the target predate this version of cdc-recon (missing "
+            f"{', '.join(outdated)}): run `cdc-recon init` to upgrade them",
             key="control_schema",
         )
 

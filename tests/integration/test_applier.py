@@ -15,7 +15,9 @@ from cdc_recon.batch import Decoded, Failure, FailureReason, Message
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.db.applier import Applier
 from cdc_recon.db.schema import init_control_schema
+from cdc_recon.db.status import require_control_tables
 from cdc_recon.events import ChangeEvent, Op, SourcePosition
+from cdc_recon.exceptions import ConfigError
 from tests.conftest import Database
 
 pytestmark = pytest.mark.integration
@@ -237,3 +239,26 @@ def test_a_row_created_without_its_toast_columns_is_incomplete_until_a_full_imag
     assert incomplete(), "the sweeper must not count the lost insert as superseded"
     applier.apply([event(1, 20, name="full", notes="all columns")], {}, "g")
     assert not incomplete()
+
+
+def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) -> None:
+    """Tables `init` made before the ledger index and previous_position existed: the
+    service refuses to start with the fix in one line, and `init` upgrades them."""
+    schema = target_db.schema
+    init_control_schema(target_db.engine, schema)
+    require_control_tables(target_db.engine, schema)  # current: no complaint
+    with target_db.engine.begin() as conn:
+        conn.execute(sa.text(f'DROP INDEX "{schema}".ledger_change_id'))
+        conn.execute(sa.text(f'ALTER TABLE "{schema}".ledger ADD PRIMARY KEY (change_id)'))
+        conn.execute(sa.text(f'ALTER TABLE "{schema}".key_state DROP COLUMN previous_position'))
+    with pytest.raises(ConfigError, match="predate this version") as info:
+        require_control_tables(target_db.engine, schema)
+    assert "ledger_change_id" in str(info.value) and "previous_position" in str(info.value)
+    assert "cdc-recon init" in str(info.value)
+    init_control_schema(target_db.engine, schema)
+    require_control_tables(target_db.engine, schema)
+    with target_db.engine.connect() as conn:
+        pkey = conn.execute(
+            sa.text("SELECT to_regclass(:name)"), {"name": f'"{schema}".ledger_pkey'}
+        ).scalar()
+    assert pkey is None, "init replaces the old primary key with the transaction-first index"
