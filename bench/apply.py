@@ -10,7 +10,9 @@ K keys into a fresh topic, then, on the same events and in the same run:
 3. **raw COPY**: consume and decode the same events, keep the last row per key, COPY the
    final rows into a bare table: no ledger, no guards, no offsets (the floor). Timed
    from its first message, as run 1 is from its first batch: joining a consumer group
-   takes 0-3 s that neither run should count.
+   takes 0-3 s that neither run should count. It fetches with the service's prefetch
+   settings (`kafka.consumer.PREFETCH`): librdkafka's defaults pause fetching for 1 s
+   whenever the local queue fills, which made this floor swing between 61k and 97k.
 
 Prints the figures and, last, the line
 `RESULT apply events_per_s=<n> vs_per_event=<x> vs_raw_copy=<x> peak_rss_mb=<n>`.
@@ -45,11 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from cdc_recon.batch import Message  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch, decode_message  # noqa: E402
-from cdc_recon.config import Settings, load_settings  # noqa: E402
+from cdc_recon.config import ServiceSettings, Settings, load_settings  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
-from cdc_recon.kafka.consumer import GroupConsumer  # noqa: E402
+from cdc_recon.kafka.consumer import PREFETCH, GroupConsumer  # noqa: E402
 from cdc_recon.kafka.producer import DeadLetterProducer  # noqa: E402
 from cdc_recon.service import Service  # noqa: E402
 
@@ -184,6 +186,7 @@ def consume_all(settings: Settings, count: int) -> tuple[list[Message], float]:
             "group.id": f"{settings.group_id}-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            **PREFETCH,  # as the service's consumer: the default stalls fetching for 1 s
         }
     )
     consumer.subscribe(list(settings.topics))
@@ -242,7 +245,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--per-event", type=int, default=5_000)
-    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=ServiceSettings().batch_size, help="service.batch_size"
+    )
     parser.add_argument(
         "--produce", nargs=2, metavar=("BOOTSTRAP", "TOPIC"), help=argparse.SUPPRESS
     )

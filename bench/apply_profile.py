@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import apply as bench  # noqa: E402
 
 from cdc_recon.codecs.messages import decode_batch  # noqa: E402
-from cdc_recon.config import Settings  # noqa: E402
+from cdc_recon.config import ServiceSettings, Settings  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
@@ -173,7 +173,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=ServiceSettings().batch_size, help="service.batch_size"
+    )
     parser.add_argument(
         "--statements",
         action="store_true",

@@ -81,7 +81,10 @@ class TableMapping(_Section):
 
 
 class ServiceSettings(_Section):
-    batch_size: int = Field(5000, gt=0, description="max messages per applied batch")
+    batch_size: int = Field(10_000, gt=0, description="max messages per applied batch")
+    batch_bytes: int = Field(
+        32 << 20, gt=0, description="about the most message bytes per batch (big rows: fewer)"
+    )
     poll_timeout: float = Field(0.5, gt=0, description="seconds to wait for a batch")
     retry_initial: float = Field(0.5, gt=0, description="first backoff on a transient error")
     retry_max: float = Field(30.0, gt=0, description="longest backoff")

@@ -22,6 +22,41 @@ def backoff(initial: float, maximum: float) -> Iterator[float]:
         delay = min(delay * 2, maximum)
 
 
+class BatchLimit:
+    """How many messages to ask Kafka for: `batch_size`, fewer when messages are big, so
+    that a batch holds about `batch_bytes` of keys and values at most (a batch is held
+    in memory two or three times over while it is decoded, queued and applied).
+
+    The message size is a running average of what was consumed; before any, `guess`.
+
+    >>> limit = BatchLimit(10_000, 32 << 20)
+    >>> limit.observe([20_000] * 100)  # 20 kB rows (sizes of keys and values)
+    >>> limit.next()
+    1677
+    """
+
+    def __init__(self, batch_size: int, batch_bytes: int, guess: float = 4096.0) -> None:
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.average = guess
+        self._seen = False
+
+    def next(self) -> int:
+        return max(1, min(self.batch_size, int(self.batch_bytes / self.average)))
+
+    def observe(self, sizes: Sequence[int]) -> None:
+        if not sizes:
+            return
+        size = max(sum(sizes) / len(sizes), 1.0)
+        self.average = size if not self._seen else (self.average + size) / 2
+        self._seen = True
+
+
+def message_sizes(batch: Sequence[Message]) -> list[int]:
+    """Bytes of each message's key and value."""
+    return [len(m.key or b"") + len(m.value or b"") for m in batch]
+
+
 def next_offsets(batch: Sequence[Message]) -> dict[TPKey, int]:
     """Per partition, the offset after the last message of `batch`."""
     found: dict[TPKey, int] = {}

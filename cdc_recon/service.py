@@ -2,7 +2,8 @@
 
 Commit protocol, per polled batch (promises P2, P4, P5):
 
-1. poll up to `service.batch_size` messages of the partitions this instance owns;
+1. poll up to `service.batch_size` messages of the partitions this instance owns (fewer
+   when messages are big: about `service.batch_bytes` at most);
 2. decode each message into a `Decoded`, or a `Failure(undecodable)`;
 3. `Applier.apply`: rows, ledger entries, every failure and each partition's next offset
    in ONE target transaction, committed. A transient database error rolls it back and the
@@ -64,7 +65,15 @@ from cdc_recon.kafka.consumer import GroupConsumer, schema_registry_client
 from cdc_recon.kafka.producer import DeadLetterProducer
 from cdc_recon.metrics import ServiceMonitor, observed_sweeps
 from cdc_recon.pipeline import ApplyPipeline
-from cdc_recon.progress import ServiceStats, backoff, caught_up, next_offsets, total_lag
+from cdc_recon.progress import (
+    BatchLimit,
+    ServiceStats,
+    backoff,
+    caught_up,
+    message_sizes,
+    next_offsets,
+    total_lag,
+)
 from cdc_recon.reconcile.scheduler import ReconcileScheduler
 from cdc_recon.sweeper import SweeperThread, sweep_once
 
@@ -123,6 +132,8 @@ class Service:
         self._last_progress = (clock(), 0)
         self.stats = ServiceStats(started=clock())
         self._pipeline = ApplyPipeline(self._apply, self._applied)
+        service = settings.service
+        self._batch_limit = BatchLimit(service.batch_size, service.batch_bytes)
 
     def stop(self) -> None:
         """Finish the current batch, then return from `run` (safe from a signal handler)."""
@@ -152,9 +163,10 @@ class Service:
 
     def _step(self) -> None:
         service = self._settings.service
-        batch = self._consumer.consume_batch(service.batch_size, service.poll_timeout)
+        batch = self._consumer.consume_batch(self._batch_limit.next(), service.poll_timeout)
         now = self._clock()
         if batch:
+            self._batch_limit.observe(message_sizes(batch))
             self._last_message_at = now
             self._process(batch)
         else:

@@ -44,6 +44,10 @@ BeforeRevoke = Callable[[Sequence[TopicPartitionKey]], None]
 COOPERATIVE = "cooperative-sticky"
 # Settings that would break "offsets after success" if a user overrode them.
 _OWNED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+# librdkafka prefetches up to 64 MB and, once full, waits 1 s before fetching again;
+# 16 MB refetched after 10 ms keeps a batch or two ready at a quarter of the memory
+# (bench/apply.py, batches of 10,000: 224 MB instead of 287 MB, as fast).
+PREFETCH = {"queued.max.messages.kbytes": 16384, "fetch.queue.backoff.ms": 10}
 _IGNORED = {KafkaError._PARTITION_EOF}
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID
 
@@ -71,6 +75,7 @@ def consumer_config(settings: Settings, error_cb: Callable[[KafkaError], None]) 
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": COOPERATIVE,
+        **PREFETCH,
         "error_cb": error_cb,
         **settings.kafka,
         **_OWNED,

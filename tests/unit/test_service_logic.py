@@ -18,6 +18,7 @@ from cdc_recon.exceptions import ConfigError, KafkaUnavailable, TransientDatabas
 from cdc_recon.kafka.consumer import Watermarks, consumer_config
 from cdc_recon.kafka.producer import headers
 from cdc_recon.progress import (
+    BatchLimit,
     ServiceStats,
     backoff,
     caught_up,
@@ -294,3 +295,27 @@ def test_until_idle_needs_the_idle_period_and_the_end_of_the_log() -> None:
     assert service._idle(0.0)
     consumer.joined = False
     assert not service._idle(0.0), "not idle before the group assigned us anything"
+
+
+def test_batch_limit_asks_for_fewer_messages_when_they_are_big() -> None:
+    limit = BatchLimit(10_000, 32 << 20)
+    assert limit.next() == 8192  # before any message: a 4 kB guess
+    limit.observe([1_000] * 500)
+    assert limit.next() == 10_000  # small messages: the count is the limit
+    limit.observe([40_000] * 10)
+    big = limit.next()
+    assert big * limit.average <= 32 << 20 and big < 2_000
+    limit.observe([])  # an empty poll changes nothing
+    assert limit.next() == big
+    huge = BatchLimit(10_000, 1 << 20)
+    huge.observe([50 << 20])
+    assert huge.next() == 1  # never zero
+
+
+def test_consumer_prefetch_is_bounded_and_the_user_may_change_it() -> None:
+    ours = consumer_config(Settings(), lambda error: None)
+    assert ours["queued.max.messages.kbytes"] == 16384 and ours["fetch.queue.backoff.ms"] == 10
+    theirs = consumer_config(
+        Settings(kafka={"queued.max.messages.kbytes": "65536"}), lambda error: None
+    )
+    assert theirs["queued.max.messages.kbytes"] == "65536"
