@@ -26,8 +26,7 @@ class EncodedTable:
 
 @dataclass(frozen=True)
 class EncodedLedger:
-    text: str
-    count: int  # lines: distinct change ids
+    text: str  # one line per distinct change id
     changes: int  # changes encoded, repeats of a change id included
 
 
@@ -107,4 +106,4 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
             f"{change.op.value}\t{position_literal(parts)}\t{tx}\t"
             f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}\t{late}"
         )
-    return EncodedLedger("\n".join(lines) + "\n", len(lines), len(changes))
+    return EncodedLedger("\n".join(lines) + "\n", len(changes))
