@@ -90,12 +90,13 @@ def build_target(
         conn.execute(
             sa.text(
                 f"INSERT INTO {s}.ledger (change_id, source_table, target_table, key_text, op, "
-                "position, tx, source_ts_ms, topic, kafka_partition, kafka_offset, outcome) "
-                "SELECT :table || ':[\"' || g || '\"]:' || (5000 + g / 3), :table, :target, "
-                "'[\"' || g || '\"]', 'u', ARRAY[1000000 + g * 120::bigint], "
-                "(5000 + g / 3)::text, :start_ms + (g * :step_ms)::bigint, 'bench', 0, g, "
-                "'applied' FROM generate_series(1, :n) g WHERE NOT EXISTS "
-                "(SELECT 1 FROM missing m WHERE m.g = g.g)"
+                "position, tx, source_ts_ms, source_ts, topic, kafka_partition, kafka_offset, "
+                "outcome) SELECT :table || ':[\"' || g || '\"]:' || (5000 + g / 3), :table, "
+                ":target, '[\"' || g || '\"]', 'u', ARRAY[1000000 + g * 120::bigint], "
+                "(5000 + g / 3)::text, ms, to_timestamp(ms::float8 / 1000), 'bench', 0, g, "
+                "'applied' FROM generate_series(1, :n) g, "
+                "LATERAL (SELECT :start_ms + (g * :step_ms)::bigint AS ms) t "
+                "WHERE NOT EXISTS (SELECT 1 FROM missing m WHERE m.g = g.g)"
             ),
             {
                 "table": TABLE,

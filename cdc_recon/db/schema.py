@@ -31,6 +31,7 @@ UPGRADES = (
     ("key_state", "incomplete", "column"),
     ("key_state", "previous_position", "column"),
     ("ledger", "ledger_change_id", "index"),
+    ("ledger", "source_ts", "plain (not generated) column"),
 )
 
 
@@ -47,12 +48,16 @@ def control_ddl(schema: str) -> list[str]:
             position bigint[] NOT NULL,
             tx text,
             source_ts_ms bigint NOT NULL,
-            source_ts timestamptz GENERATED ALWAYS AS (to_timestamp(source_ts_ms / 1000.0)) STORED,
+            source_ts timestamptz NOT NULL,
             topic text,
             kafka_partition int,
             kafka_offset bigint,
             outcome text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now())""",
+        # source_ts is written by the applier's INSERT, from source_ts_ms. As a generated
+        # column it cost ~1 µs, 15 % of every ledger insert (a separate pass over each
+        # new row); in the INSERT it costs next to nothing. Existing ledgers keep theirs.
+        f"ALTER TABLE {s}.ledger ALTER COLUMN source_ts DROP EXPRESSION IF EXISTS",
         # BRIN: the ledger grows in roughly source-time order and the sweeper reads windows.
         f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger USING brin (source_ts)",
         # Unique change ids (P2), keyed by transaction first: see `change_id_order`.

@@ -93,10 +93,10 @@ class TableStatements:
             f"RETURNING ks.key_text, ks.previous_position), "
             f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
             f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)), "
-            f"ins AS (INSERT INTO {schema}.ledger ({LEDGER_COLUMNS}, outcome) "
-            f"SELECT {staged}, CASE WHEN adv.key_text IS NOT NULL AND NOT l.late AND "
-            f"(adv.previous_position IS NULL OR l.position > adv.previous_position) "
-            f"THEN 'applied' ELSE 'superseded' END "
+            f"ins AS (INSERT INTO {schema}.ledger ({LEDGER_COLUMNS}, source_ts, outcome) "
+            f"SELECT {staged}, {source_ts('l.source_ts_ms')}, "
+            f"CASE WHEN adv.key_text IS NOT NULL AND NOT l.late AND (adv.previous_position "
+            f"IS NULL OR l.position > adv.previous_position) THEN 'applied' ELSE 'superseded' END "
             f"FROM _cdcr_ledger l LEFT JOIN adv ON adv.key_text = l.key_text "
             f"WHERE l.target_table = %(table)s "
             f"ON CONFLICT ({change_id_order('change_id')}, change_id) DO NOTHING "
@@ -132,6 +132,12 @@ class TableStatements:
                 f"WHERE s._op = 'd' AND {match}"
             )
         return f"DELETE FROM {self.table} t USING {stage} s WHERE s._op = 'd' AND {match}"
+
+
+def source_ts(millis: str) -> str:
+    """The ledger's `source_ts` from epoch milliseconds; exact to the millisecond (a
+    float8 holds 15 digits), and cheaper than numeric division."""
+    return f"to_timestamp({millis}::float8 / 1000)"
 
 
 def ledger_stage_ddl() -> str:

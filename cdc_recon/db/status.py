@@ -48,6 +48,7 @@ def outdated_control_tables(engine: sa.Engine, schema: str) -> list[str]:
         "SELECT c.relname, a.attname FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = :schema AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND a.attgenerated = '' "  # a generated column is not the plain one `UPGRADES` wants
         "UNION ALL SELECT tablename, indexname FROM pg_indexes WHERE schemaname = :schema"
     )
 

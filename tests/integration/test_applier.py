@@ -5,6 +5,7 @@ Events are built directly here; `test_service.py` drives the same paths through 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,6 +87,12 @@ def test_a_change_delivered_twice_is_applied_once(setup: tuple[Applier, Database
     assert (again.applied, again.duplicates) == (0, 2)
     assert ledger_count(db) == 2
     assert rows(db)[1][1] == "first"
+    with db.engine.connect() as conn:
+        times = conn.execute(
+            sa.text(f"SELECT change_id, source_ts FROM {db.table('ledger')} ORDER BY 1")
+        ).all()
+    base = dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)  # 1_700_000_000 s
+    assert [t for _, t in times] == [base + dt.timedelta(milliseconds=ms) for ms in (10, 11)]
 
 
 def test_older_events_after_newer_change_nothing(setup: tuple[Applier, Database]) -> None:
@@ -242,8 +249,9 @@ def test_a_row_created_without_its_toast_columns_is_incomplete_until_a_full_imag
 
 
 def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) -> None:
-    """Tables `init` made before the ledger index and previous_position existed: the
-    service refuses to start with the fix in one line, and `init` upgrades them."""
+    """Tables `init` made before the ledger index, previous_position and a plain
+    source_ts existed: the service refuses to start with the fix in one line, and
+    `init` upgrades them, keeping the ledger's rows and their source times."""
     schema = target_db.schema
     init_control_schema(target_db.engine, schema)
     require_control_tables(target_db.engine, schema)  # current: no complaint
@@ -251,12 +259,32 @@ def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) 
         conn.execute(sa.text(f'DROP INDEX "{schema}".ledger_change_id'))
         conn.execute(sa.text(f'ALTER TABLE "{schema}".ledger ADD PRIMARY KEY (change_id)'))
         conn.execute(sa.text(f'ALTER TABLE "{schema}".key_state DROP COLUMN previous_position'))
+        conn.execute(sa.text(f'ALTER TABLE "{schema}".ledger DROP COLUMN source_ts'))
+        conn.execute(
+            sa.text(
+                f'ALTER TABLE "{schema}".ledger ADD COLUMN source_ts timestamptz '
+                "GENERATED ALWAYS AS (to_timestamp(source_ts_ms / 1000.0)) STORED"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f'INSERT INTO "{schema}".ledger (change_id, source_table, target_table, '
+                "key_text, op, position, source_ts_ms, outcome) VALUES ('t:1:9', 't', 't', "
+                "'1', 'u', '{9}', 1790000000123, 'applied')"
+            )
+        )
     with pytest.raises(ConfigError, match="predate this version") as info:
         require_control_tables(target_db.engine, schema)
-    assert "ledger_change_id" in str(info.value) and "previous_position" in str(info.value)
+    for lacking in ("ledger_change_id", "previous_position", "not generated) column source_ts"):
+        assert lacking in str(info.value)
     assert "cdc-recon init" in str(info.value)
     init_control_schema(target_db.engine, schema)
     require_control_tables(target_db.engine, schema)
+    with target_db.engine.connect() as conn:
+        kept = conn.execute(
+            sa.text(f'SELECT source_ts = to_timestamp(1790000000.123) FROM "{schema}".ledger')
+        ).scalar()
+    assert kept is True, "init keeps the source times a generated column computed"
     with target_db.engine.connect() as conn:
         pkey = conn.execute(
             sa.text("SELECT to_regclass(:name)"), {"name": f'"{schema}".ledger_pkey'}

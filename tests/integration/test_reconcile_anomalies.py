@@ -16,11 +16,11 @@ pytestmark = pytest.mark.integration
 # the hour, mostly updates, applied 0.3 s after the source committed them.
 HISTORY = """
 INSERT INTO {s}.ledger (change_id, source_table, target_table, key_text, op, position, tx,
-                        source_ts_ms, outcome, applied_at)
+                        source_ts_ms, source_ts, outcome, applied_at)
 SELECT t || ':' || h || ':' || i, t, t, '["' || (h * 1000 + i) || '"]',
        CASE WHEN mod(i, 10) = 0 THEN 'c' WHEN mod(i, 25) = 7 THEN 'd' ELSE 'u' END,
        ARRAY[h, i]::bigint[], (h * 1000 + i)::text,
-       (extract(epoch FROM ts) * 1000)::bigint, 'applied', ts + interval '0.3 s'
+       (extract(epoch FROM ts) * 1000)::bigint, ts, 'applied', ts + interval '0.3 s'
 FROM unnest(%(tables)s::text[]) t, generate_series(0, 47) h,
      LATERAL generate_series(1, 80 + mod(h * 37, 40)) i,
      LATERAL (SELECT now() - h * interval '1 hour'
@@ -29,9 +29,9 @@ FROM unnest(%(tables)s::text[]) t, generate_series(0, 47) h,
 # The anomaly: 2,500 deletes of distinct keys in one transaction, 10-40 minutes ago.
 PURGE = """
 INSERT INTO {s}.ledger (change_id, source_table, target_table, key_text, op, position, tx,
-                        source_ts_ms, outcome, applied_at)
+                        source_ts_ms, source_ts, outcome, applied_at)
 SELECT 'purge:' || i, 'public.orders', 'public.orders', '["' || (900000 + i) || '"]', 'd',
-       ARRAY[99, i]::bigint[], 'purge', (extract(epoch FROM ts) * 1000)::bigint, 'applied',
+       ARRAY[99, i]::bigint[], 'purge', (extract(epoch FROM ts) * 1000)::bigint, ts, 'applied',
        ts + interval '0.3 s'
 FROM generate_series(1, 2500) i,
      LATERAL (SELECT now() - (600 + mod(i, 1800)) * interval '1 s') x(ts)
