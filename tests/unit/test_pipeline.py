@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -84,3 +85,28 @@ def test_no_batch_is_applied_after_a_failed_one() -> None:
     pipeline.close()
     assert worker.started == [1]  # batch 2 never reached the database
     assert handed == []
+
+
+def test_a_batch_is_freed_by_the_caller_not_by_the_worker() -> None:
+    """Freeing a batch's objects is the caller's work: the worker goes straight on to
+    the next batch's statements."""
+
+    class Batch:
+        pass
+
+    freed_on: list[str] = []
+    dropped = threading.Event()
+
+    def apply(batch: Any, offsets: dict[TPKey, int]) -> ApplyResult:
+        assert dropped.wait(WAIT)  # the test holds no reference to the batch any more
+        return ApplyResult(next_offsets=offsets)
+
+    pipeline = ApplyPipeline(apply, lambda r, n, o: None, depth=2)
+    batch = Batch()
+    weakref.finalize(batch, lambda: freed_on.append(threading.current_thread().name))
+    pipeline.submit(batch, {("t", 0): 1}, 1)
+    del batch
+    dropped.set()
+    pipeline.drain()
+    pipeline.close()
+    assert freed_on == [threading.current_thread().name]
