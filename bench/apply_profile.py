@@ -10,7 +10,10 @@ events (written by `bench/apply.py --produce`), it prints:
    of the project's stack (`log_min_duration_statement=0` for this session only);
 2. **cpu**: the real service (as run 1 of `bench/apply.py`) on a fresh topic, and the CPU
    seconds the broker, PostgreSQL and this process spent per 100k events meanwhile
-   (from /proc; PostgreSQL counts every backend, so run it on a quiet machine).
+   (from /proc; PostgreSQL counts every backend, so run it on a quiet machine);
+3. **threads**, in that same run: what the service's thread did (consume, decode,
+   prepare, wait for the apply worker) and how long the worker wrote, per 100k events.
+   Whichever of the two is busy all along is the one to make faster.
 
     scripts/stack up && eval "$(scripts/stack env)"
     .venv/bin/python bench/apply_profile.py --events 100000 --statements
@@ -41,12 +44,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import apply as bench  # noqa: E402
 
+import cdc_recon.service  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch  # noqa: E402
 from cdc_recon.config import ServiceSettings, Settings  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
-from cdc_recon.pipeline import tune_interpreter  # noqa: E402
+from cdc_recon.kafka.consumer import GroupConsumer  # noqa: E402
+from cdc_recon.pipeline import ApplyPipeline, tune_interpreter  # noqa: E402
 
 SERVER_LOG = ROOT / ".stack" / "postgres" / "server.log"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -154,19 +159,60 @@ def cpu_seconds() -> dict[str, float]:
     return found
 
 
+# What the two threads of the service do: (owner, attribute, label).
+THREAD_STEPS = (
+    (GroupConsumer, "consume_batch", "service thread: consume"),
+    (cdc_recon.service, "decode_batch", "service thread: decode"),
+    (Applier, "prepare_batch", "service thread: prepare"),
+    (ApplyPipeline, "_finish_oldest", "service thread: wait for the worker"),
+    (Applier, "write", "apply worker: write"),
+)
+
+
+@contextmanager
+def thread_times() -> Iterator[collections.Counter[str]]:
+    """Wall seconds spent in each of `THREAD_STEPS` while the block runs."""
+    spent: collections.Counter[str] = collections.Counter()
+
+    def timed_step(step: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - started
+
+        return wrapper
+
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in THREAD_STEPS]
+    for (owner, name, step), (_, _, label) in zip(originals, THREAD_STEPS, strict=True):
+        setattr(owner, name, timed_step(step, label))
+    try:
+        yield spent
+    finally:
+        for owner, name, step in originals:
+            setattr(owner, name, step)
+
+
 def cpu(settings: Settings, url: str, events: int, batch_size: int) -> None:
-    """The real service over the topic, and who spent the CPU meanwhile."""
+    """The real service over the topic, who spent the CPU meanwhile, and what its two
+    threads did (the first batch's group join included)."""
     engine = create_engine(url)
     service = settings.service.model_copy(update={"batch_size": batch_size})
     settings = settings.model_copy(update={"service": service})
     before, started = cpu_seconds(), time.monotonic()
-    rate = bench.run_ours(settings, engine, events)
+    with thread_times() as spent:
+        rate = bench.run_ours(settings, engine, events)
     wall, after = time.monotonic() - started, cpu_seconds()
     engine.dispose()
     print(f"cpu (the service, batches of {batch_size}): {rate:.0f} events/s, {wall:.2f} s wall")
     for name in sorted(after):
-        spent = after[name] - before.get(name, 0.0)
-        print(f"  {name:26s} {spent:6.2f} cpu-s   {spent * 100_000 / events:5.2f} per 100k")
+        used = after[name] - before.get(name, 0.0)
+        print(f"  {name:26s} {used:6.2f} cpu-s   {used * 100_000 / events:5.2f} per 100k")
+    print("threads (wall seconds):")
+    for _, _, label in THREAD_STEPS:
+        seconds = spent[label]
+        print(f"  {label:36s} {seconds:6.2f} s   {seconds * 100_000 / events:5.2f} per 100k")
 
 
 def main() -> None:
