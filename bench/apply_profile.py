@@ -56,9 +56,11 @@ from cdc_recon.pipeline import ApplyPipeline, tune_interpreter  # noqa: E402
 SERVER_LOG = ROOT / ".stack" / "postgres" / "server.log"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STATEMENT_KINDS = (
-    ("COPY _cdcr_ledger", "copy ledger stage"),
-    ("COPY ", "copy row stage"),
-    ("WITH adv AS", "advance key_state + insert ledger"),
+    ("COPY _cdcr_ledger", "copy ledger stage (careful way)"),
+    ('COPY "_cdcr_stage', "copy row stage"),
+    ("COPY ", "copy into the ledger"),
+    ("WITH adv AS", "advance key_state"),
+    ("UPDATE ", "mark ledger rows superseded"),
     ("INSERT INTO", "upsert rows / other inserts"),
     ("COMMIT", "commit"),
     ("TRUNCATE", "truncate stages"),

@@ -184,6 +184,9 @@ class Winner(msgspec.Struct, frozen=True, gc=False):
     row: tuple[Any, ...]
     deleted: bool
     missing: frozenset[int]
+    # The position of the key's first change in the batch when it had several (the
+    # oldest its ledger records as applied, see `db.encode.ledger_lines`); None for one.
+    first: SourcePosition | None = None
 
 
 def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
@@ -211,6 +214,7 @@ def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
 
 
 def _merge(group: list[MappedChange]) -> Winner:
+    first = group[0].position
     group.sort(key=lambda c: c.position)
     state: tuple[Any, ...] | None = None
     missing: frozenset[int] = frozenset()
@@ -226,5 +230,5 @@ def _merge(group: list[MappedChange]) -> Winner:
             missing = missing & change.missing
     last = group[-1]
     if last.op is Op.DELETE or state is None:
-        return Winner(last, last.row, last.op is Op.DELETE, last.missing)
-    return Winner(last, state, False, missing)
+        return Winner(last, last.row, last.op is Op.DELETE, last.missing, first)
+    return Winner(last, state, False, missing, first)

@@ -6,6 +6,8 @@ batch while PostgreSQL applies the current one.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cdc_recon.batch import Failure
@@ -28,6 +30,7 @@ class EncodedTable:
 class EncodedLedger:
     text: str  # one line per distinct change id
     changes: int  # changes encoded, repeats of a change id included
+    counts: dict[tuple[str, str, str], int]  # lines per (target table, op, outcome)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class PreparedBatch:
 
 
 def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> EncodedTable:
-    """Stage lines: the row's columns, then `_key`, `_pos`, `_op`, `_uset`."""
+    """Stage lines: the row's columns, then `_key`, `_pos`, `_op`, `_uset`, `_gap` and
+    `_first` (NULL when the key changed once in the batch)."""
     missing_sets: dict[frozenset[int], int] = {}
     lines = []
     has_deletes = False
@@ -63,37 +67,55 @@ def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> Encode
             event = change.decoded.event
             if winner.missing and event is not None and event.unavailable:
                 gap = "t"  # the row may be created without its unchanged-TOAST columns
+        first = NULL if winner.first is None else position_literal(winner.first.parts)
         lines.append(
             f"{copy_line(winner.row, encoders)}\t{escape(key)}\t"
-            f"{position_literal(change.position.parts)}\t{change.op.value}\t{uset}\t{gap}"
+            f"{position_literal(change.position.parts)}\t{change.op.value}\t{uset}\t{gap}\t"
+            f"{first}"
         )
     return EncodedTable(table, "\n".join(lines) + "\n", missing_sets, has_deletes)
 
 
-def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
-    """One ledger line per distinct change id (a transaction may touch a row twice).
+def ledger_lines(changes: Iterable[MappedChange]) -> Iterator[tuple[MappedChange, bool]]:
+    """The changes the ledger records, in batch order, and whether each arrived late.
 
-    A change whose key already had a newer position earlier in the batch (it arrived
-    late) is marked, so that the ledger records it as superseded like one that arrives
-    after the newer change was committed.
+    One line per distinct change id (a transaction may touch a row twice). A change is
+    late when its key had a newer position earlier in the batch: the ledger records it
+    as superseded, like one that arrives after the newer change was committed. So the
+    positions of a key's lines that are not late rise, from its first change's.
     """
-    lines = []
     seen: set[str] = set()
     newest: dict[tuple[str, str], tuple[int, ...]] = {}
-    escaped: dict[str, str] = {}  # table and topic names repeat on every line
     for change in changes:
         if change.change_id in seen:
             continue
         seen.add(change.change_id)
-        event = change.decoded.event
-        message = change.decoded.message
-        assert event is not None
         key = (change.target, change.key_text)
         parts = change.position.parts
         before = newest.get(key)
-        late = "t" if before is not None and before >= parts else "f"
         if before is None or parts > before:
             newest[key] = parts
+            yield change, False
+        else:
+            yield change, True
+
+
+def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
+    """Ledger rows to COPY into the ledger itself, each with the outcome the batch alone
+    tells: `superseded` when late, `applied` otherwise.
+
+    A key's stored position can make some `applied` ones superseded (the key did not
+    advance, or held a position at least as new as its first change here); the applier
+    corrects those after advancing `key_state`. A change id already in the ledger fails
+    the COPY, and the applier writes the batch the careful way (`encode_ledger_stage`).
+    """
+    lines = []
+    counts: dict[tuple[str, str, str], int] = {}
+    escaped: dict[str, str] = {}  # table and topic names repeat on every line
+    for change, late in ledger_lines(changes):
+        event = change.decoded.event
+        message = change.decoded.message
+        assert event is not None
         names = escaped.get(event.table)
         if names is None:
             names = escaped[event.table] = f"{escape(event.table)}\t{escape(change.target)}"
@@ -101,9 +123,55 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
         if topic is None:
             topic = escaped[message.topic] = escape(message.topic)
         tx = NULL if event.tx is None else escape(event.tx)
+        outcome = "superseded" if late else "applied"
+        tally = (change.target, change.op.value, outcome)
+        counts[tally] = counts.get(tally, 0) + 1
         lines.append(
             f"{escape(change.change_id)}\t{names}\t{escape(change.key_text)}\t"
-            f"{change.op.value}\t{position_literal(parts)}\t{tx}\t"
-            f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}\t{late}"
+            f"{change.op.value}\t{position_literal(change.position.parts)}\t{tx}\t"
+            f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}\t"
+            f"{source_ts_text(event.source_ts_ms)}\t{outcome}"
         )
-    return EncodedLedger("\n".join(lines) + "\n", len(changes))
+    return EncodedLedger("\n".join(lines) + "\n", len(changes), counts)
+
+
+def encode_ledger_stage(changes: list[MappedChange]) -> str:
+    """Ledger lines for the careful way: staged, with their `late` flag, and moved into
+    the ledger by `TableStatements.advance`, which skips change ids already there."""
+    lines = []
+    for change, late in ledger_lines(changes):
+        event = change.decoded.event
+        message = change.decoded.message
+        assert event is not None
+        tx = NULL if event.tx is None else escape(event.tx)
+        lines.append(
+            f"{escape(change.change_id)}\t{escape(event.table)}\t{escape(change.target)}\t"
+            f"{escape(change.key_text)}\t{change.op.value}\t"
+            f"{position_literal(change.position.parts)}\t{tx}\t{event.source_ts_ms}\t"
+            f"{escape(message.topic)}\t{message.partition}\t{message.offset}\t"
+            f"{'t' if late else 'f'}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_SECOND_TEXT: dict[int, str] = {}
+
+
+def source_ts_text(millis: int) -> str:
+    """The ledger's `source_ts` for epoch milliseconds, as COPY text in UTC.
+
+    Changes come in bursts from the same seconds: each second is formatted once. A
+    value past what Python dates hold (year 9999) becomes text the target rejects, so
+    that the change is quarantined with it.
+    """
+    seconds, millis_part = divmod(millis, 1000)
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        try:
+            moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        except (OverflowError, ValueError, OSError):
+            return f"source_ts_ms {millis} is out of range"
+        if len(_SECOND_TEXT) >= 4096:
+            _SECOND_TEXT.clear()
+        text = _SECOND_TEXT[seconds] = moment.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{millis_part:03d}+00"

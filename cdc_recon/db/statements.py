@@ -1,12 +1,15 @@
 """The SQL the applier runs for one target table, built once from its reflected shape.
 
 Each target table gets a temporary staging table with the same column types (without
-constraints) plus `_key`, `_pos`, `_op` and `_uset` (which columns the row is missing).
-A batch's winning rows are COPYed into it; then, in order:
+constraints) plus `_key`, `_pos`, `_op`, `_uset` (which columns the row is missing),
+`_gap` and `_first` (the key's first position in the batch). A batch's winning rows
+are COPYed into it; then, in order:
 
-1. `advance`: the key_state upsert, guarded by position; the deletion from the stage
-   of every key whose stored position is not older (a concurrent writer won); and the
-   table's staged ledger lines, classified against the position each key held before;
+1. `advance_key_state`: the key_state upsert, guarded by position, and the deletion
+   from the stage of every key whose stored position is not older (a concurrent writer
+   won); it returns the keys whose ledger lines need a second look. The careful way,
+   `advance`, also moves the table's staged ledger lines in, classified against the
+   position each key held before;
 2. `upsert(missing)`: rows written for each distinct set of missing columns, which are
    left out of the INSERT and the UPDATE so the stored values survive (unchanged TOAST);
 3. `delete`: hard delete, or soft delete that sets the flag column.
@@ -49,7 +52,7 @@ class TableStatements:
     def stage_columns(self) -> list[str]:
         return [
             *(quote_ident(c) for c in self.shape.columns),
-            *("_key", "_pos", "_op", "_uset", "_gap"),
+            *("_key", "_pos", "_op", "_uset", "_gap", "_first"),
         ]
 
     def create_stage(self) -> str:
@@ -57,7 +60,8 @@ class TableStatements:
         return (
             f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self.stage)} ON COMMIT DELETE ROWS AS "
             f"SELECT {columns}, ''::text AS _key, '{{}}'::bigint[] AS _pos, ''::text AS _op, "
-            f"0 AS _uset, false AS _gap FROM {self.table} WITH NO DATA"
+            f"0 AS _uset, false AS _gap, '{{}}'::bigint[] AS _first "
+            f"FROM {self.table} WITH NO DATA"
         )
 
     def copy_stage(self) -> str:
@@ -66,8 +70,41 @@ class TableStatements:
     def truncate_stage(self) -> str:
         return f"TRUNCATE {quote_ident(self.stage)}"
 
+    def advance_key_state(self) -> str:
+        """Advance key_state and drop the stage rows of keys that did not advance; returns
+        the keys whose `applied` ledger lines (`db.encode.encode_ledger`) may be wrong,
+        with the position each held before: none for a key that did not advance (all are
+        superseded), else one at least as new as the key's first change in the batch.
+        """
+        stage = quote_ident(self.stage)
+        return (
+            f"WITH {self._advanced()}, "
+            f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key) RETURNING s._key) "
+            f"SELECT _key, NULL::bigint[] FROM stale UNION ALL "
+            f"SELECT adv.key_text, adv.previous_position FROM adv JOIN {stage} s "
+            f"ON s._key = adv.key_text "
+            f"WHERE adv.previous_position >= coalesce(s._first, s._pos)"
+        )
+
+    def _advanced(self) -> str:
+        """The CTE `adv`: the key_state upsert, guarded by position."""
+        schema = quote_ident(self.control_schema)
+        return (
+            f"adv AS (INSERT INTO {schema}.key_state AS ks "
+            f"(target_table, key_text, position, deleted, incomplete) "
+            f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {quote_ident(self.stage)} "
+            f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
+            f"previous_position = ks.position, deleted = EXCLUDED.deleted, updated_at = now(), "
+            f"incomplete = CASE WHEN ks.deleted THEN EXCLUDED.incomplete "
+            f"ELSE ks.incomplete AND EXCLUDED.incomplete END "
+            f"WHERE ks.position < EXCLUDED.position "
+            f"RETURNING ks.key_text, ks.previous_position)"
+        )
+
     def advance(self) -> str:
-        """Advance key_state, drop the stage rows of keys that did not advance, and move
+        """The careful way (see `Applier`): advance key_state, drop the stage rows of keys
+        that did not advance, and move
         this table's staged ledger lines in; returns (op, outcome, count) rows.
 
         The key_state upsert keeps each advanced key's old position in
@@ -82,15 +119,7 @@ class TableStatements:
         stage = quote_ident(self.stage)
         staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
         return (
-            f"WITH adv AS (INSERT INTO {schema}.key_state AS ks "
-            f"(target_table, key_text, position, deleted, incomplete) "
-            f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {stage} "
-            f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
-            f"previous_position = ks.position, deleted = EXCLUDED.deleted, updated_at = now(), "
-            f"incomplete = CASE WHEN ks.deleted THEN EXCLUDED.incomplete "
-            f"ELSE ks.incomplete AND EXCLUDED.incomplete END "
-            f"WHERE ks.position < EXCLUDED.position "
-            f"RETURNING ks.key_text, ks.previous_position), "
+            f"WITH {self._advanced()}, "
             f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
             f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)), "
             f"ins AS (INSERT INTO {schema}.ledger ({LEDGER_COLUMNS}, source_ts, outcome) "
@@ -138,6 +167,20 @@ def source_ts(millis: str) -> str:
     """The ledger's `source_ts` from epoch milliseconds; exact to the millisecond (a
     float8 holds 15 digits), and cheaper than numeric division."""
     return f"to_timestamp({millis}::float8 / 1000)"
+
+
+def copy_ledger(schema: str) -> str:
+    """COPY straight into the ledger (`db.encode.encode_ledger`)."""
+    return f"COPY {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}, source_ts, outcome) FROM STDIN"
+
+
+def supersede(schema: str) -> str:
+    """Mark the ledger rows of these change ids superseded (found through the index)."""
+    return (
+        f"UPDATE {quote_ident(schema)}.ledger SET outcome = 'superseded' "
+        f"WHERE ({change_id_order('change_id')}, change_id) IN "
+        f"(SELECT {change_id_order('c')}, c FROM unnest(%(ids)s::text[]) AS c)"
+    )
 
 
 def ledger_stage_ddl() -> str:
