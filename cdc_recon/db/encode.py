@@ -102,17 +102,33 @@ def ledger_lines(changes: Iterable[MappedChange]) -> Iterator[tuple[MappedChange
 
 def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
     """Ledger rows to COPY into the ledger itself, each with the outcome the batch alone
-    tells: `superseded` when late, `applied` otherwise.
+    tells: `superseded` when late (see `ledger_lines`), `applied` otherwise.
 
     A key's stored position can make some `applied` ones superseded (the key did not
     advance, or held a position at least as new as its first change here); the applier
     corrects those after advancing `key_state`. A change id already in the ledger fails
     the COPY, and the applier writes the batch the careful way (`encode_ledger_stage`).
+    This runs once per change on the service's thread: `ledger_lines` is inlined.
     """
     lines = []
     counts: dict[tuple[str, str, str], int] = {}
+    seen: set[str] = set()
+    newest: dict[tuple[str, str], tuple[int, ...]] = {}
     escaped: dict[str, str] = {}  # table and topic names repeat on every line
-    for change, late in ledger_lines(changes):
+    second_text = _SECOND_TEXT
+    for change in changes:
+        change_id = change.change_id
+        if change_id in seen:
+            continue
+        seen.add(change_id)
+        key = (change.target, change.key_text)
+        parts = change.position.parts
+        before = newest.get(key)
+        if before is None or parts > before:
+            newest[key] = parts
+            outcome = "applied"
+        else:
+            outcome = "superseded"
         event = change.decoded.event
         message = change.decoded.message
         assert event is not None
@@ -123,14 +139,17 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
         if topic is None:
             topic = escaped[message.topic] = escape(message.topic)
         tx = NULL if event.tx is None else escape(event.tx)
-        outcome = "superseded" if late else "applied"
-        tally = (change.target, change.op.value, outcome)
+        op = change.op.value
+        tally = (change.target, op, outcome)
         counts[tally] = counts.get(tally, 0) + 1
+        millis = event.source_ts_ms
+        seconds, part = divmod(millis, 1000)
+        second = second_text.get(seconds)
+        when = f"{second}.{part:03d}+00" if second is not None else source_ts_text(millis)
         lines.append(
-            f"{escape(change.change_id)}\t{names}\t{escape(change.key_text)}\t"
-            f"{change.op.value}\t{position_literal(change.position.parts)}\t{tx}\t"
-            f"{event.source_ts_ms}\t{topic}\t{message.partition}\t{message.offset}\t"
-            f"{source_ts_text(event.source_ts_ms)}\t{outcome}"
+            f"{escape(change_id)}\t{names}\t{escape(change.key_text)}\t{op}\t"
+            f"{position_literal(parts)}\t{tx}\t{millis}\t{topic}\t{message.partition}\t"
+            f"{message.offset}\t{when}\t{outcome}"
         )
     return EncodedLedger("\n".join(lines) + "\n", len(changes), counts)
 
