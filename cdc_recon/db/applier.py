@@ -37,7 +37,7 @@ quarantined (reason `rejected`) and the rest is applied.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import psycopg2
@@ -54,7 +54,7 @@ from cdc_recon.db.encode import (
     encode_ledger,
     encode_ledger_stage,
     encode_winners,
-    ledger_lines,
+    superseded_lines,
 )
 from cdc_recon.db.reflect import reflect_target
 from cdc_recon.events import Op
@@ -265,7 +265,7 @@ class Applier:
             cur.execute(table.advance_key_state(), {"table": table.shape.table})
             doubtful = {key: before for key, before in cur.fetchall()}
             if doubtful:
-                for change in _superseded(changes, table.shape.table, doubtful):
+                for change in superseded_lines(changes, table.shape.table, doubtful):
                     corrected.append(change.change_id)
                     applied = (change.target, change.op.value, "applied")
                     superseded = (change.target, change.op.value, "superseded")
@@ -377,20 +377,6 @@ def _known_change(exc: psycopg2.Error) -> bool:
         isinstance(exc, psycopg2.errors.UniqueViolation)
         and exc.diag.constraint_name == "ledger_change_id"
     )
-
-
-def _superseded(
-    changes: list[MappedChange], target: str, doubtful: Mapping[str, list[int] | None]
-) -> Iterator[MappedChange]:
-    """The changes of `target` recorded `applied` that the key's position before the
-    batch makes superseded (all of them when the key did not advance, None)."""
-    mine = (change for change in changes if change.target == target)
-    for change, late in ledger_lines(mine):
-        if late or change.key_text not in doubtful:
-            continue
-        before = doubtful[change.key_text]
-        if before is None or tuple(before) >= change.position.parts:
-            yield change
 
 
 def _add_counts(result: ApplyResult, written: ApplyResult) -> None:

@@ -7,7 +7,7 @@ batch while PostgreSQL applies the current one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from cdc_recon.batch import Failure
@@ -98,6 +98,21 @@ def ledger_lines(changes: Iterable[MappedChange]) -> Iterator[tuple[MappedChange
             yield change, False
         else:
             yield change, True
+
+
+def superseded_lines(
+    changes: Iterable[MappedChange], target: str, doubtful: Mapping[str, list[int] | None]
+) -> Iterator[MappedChange]:
+    """The changes of `target` that `encode_ledger` recorded `applied` but the key's
+    position before the batch, in `doubtful`, makes superseded: all of a key that did
+    not advance (None), else those not newer than that position."""
+    mine = (change for change in changes if change.target == target)
+    for change, late in ledger_lines(mine):
+        if late or change.key_text not in doubtful:
+            continue
+        before = doubtful[change.key_text]
+        if before is None or tuple(before) >= change.position.parts:
+            yield change
 
 
 def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
