@@ -75,16 +75,20 @@ class TableStatements:
         the keys whose `applied` ledger lines (`db.encode.encode_ledger`) may be wrong,
         with the position each held before: none for a key that did not advance (all are
         superseded), else one at least as new as the key's first change in the batch.
+
+        A key that advanced held a position older than its newest change here, so only
+        a key changed more than once in the batch (`_first` set) can be of the second
+        kind: the join looks at those alone (none, in most batches).
         """
         stage = quote_ident(self.stage)
         return (
             f"WITH {self._advanced()}, "
             f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key) RETURNING s._key) "
+            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key) RETURNING s._key), "
+            f"several AS (SELECT _key, _first FROM {stage} WHERE _first IS NOT NULL) "
             f"SELECT _key, NULL::bigint[] FROM stale UNION ALL "
-            f"SELECT adv.key_text, adv.previous_position FROM adv JOIN {stage} s "
-            f"ON s._key = adv.key_text "
-            f"WHERE adv.previous_position >= coalesce(s._first, s._pos)"
+            f"SELECT adv.key_text, adv.previous_position FROM several s JOIN adv "
+            f"ON adv.key_text = s._key WHERE adv.previous_position >= s._first"
         )
 
     def _advanced(self) -> str:

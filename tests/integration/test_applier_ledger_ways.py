@@ -133,3 +133,26 @@ def test_quick_and_careful_ledgers_agree(
     assert isinstance(quick, CountingApplier)
     assert 0 < quick.careful_writes < len(batches(seed)), "both ways were taken"
     assert superseded > 0, "some changes were superseded"
+
+
+def test_an_older_first_change_of_a_key_that_advances_is_superseded(target_db: Database) -> None:
+    """The second kind of correction: the key advances in the batch, but its first
+    change here is older than what the key held before."""
+    applier = applier_for(target_db, CountingApplier)
+    try:
+        applier.apply([event(1, 10)], {}, "g")
+        result = applier.apply([event(1, 5), event(1, 20), event(2, 30)], {}, "g")
+    finally:
+        applier.close()
+    assert (result.applied, result.superseded) == (2, 1)
+    with target_db.engine.connect() as conn:
+        outcomes = conn.execute(
+            sa.text(f"SELECT position[1], outcome FROM {target_db.table('ledger')} ORDER BY 1")
+        ).all()
+    assert [tuple(row) for row in outcomes] == [
+        (5, "superseded"),
+        (10, "applied"),
+        (20, "applied"),
+        (30, "applied"),
+    ]
+    assert isinstance(applier, CountingApplier) and applier.careful_writes == 0
