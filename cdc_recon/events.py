@@ -84,7 +84,7 @@ class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     def __post_init__(self) -> None:
         if not self.table:
             raise ValueError("a change event needs a table")
-        if self.op.writes_row and self.after is None:
+        if self.after is None and self.op.writes_row:
             raise ValueError(f"op {self.op.value!r} needs a row image")
 
     def replace(self, **changes: Any) -> ChangeEvent:
