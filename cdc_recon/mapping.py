@@ -177,6 +177,9 @@ class TableMapper:
         return tuple(row)
 
 
+_DELETE = Op.DELETE  # a module constant: `Op.DELETE` is an Enum lookup (~80 ns)
+
+
 class Winner(msgspec.Struct, frozen=True, gc=False):
     """The state a batch leaves for one key: its newest change, TOAST gaps filled in."""
 
@@ -207,7 +210,7 @@ def collapse(changes: Iterable[MappedChange]) -> dict[str, Winner]:
     for key, group in by_key.items():
         if len(group) == 1:
             only = group[0]
-            winners[key] = Winner(only, only.row, only.op is Op.DELETE, only.missing)
+            winners[key] = Winner(only, only.row, only.op is _DELETE, only.missing)
         else:
             winners[key] = _merge(group)
     return winners

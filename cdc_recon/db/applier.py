@@ -154,19 +154,20 @@ class Applier:
     def prepare_batch(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
         """Steps 1-2: map, collapse and encode, without touching the database."""
         batch = PreparedBatch()
+        mapper_for, mapped, truncate = self._mappers.get, batch.changes.append, Op.TRUNCATE
         for item in items:
             if isinstance(item, Failure):
                 batch.failures.append(item)
                 continue
             event = item.event
-            if event is None or event.op is Op.TRUNCATE:
+            if event is None or event.op is truncate:
                 batch.skipped += 1
                 continue
-            mapper = self._mappers.get(event.table)
+            mapper = mapper_for(event.table)
             try:
                 if mapper is None:
                     raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
-                batch.changes.append(mapper.change(item))
+                mapped(mapper.change(item))
             except MappingError as exc:
                 failure = Failure(item.message, FailureReason.UNMAPPED, str(exc), event.table)
                 batch.failures.append(failure)
