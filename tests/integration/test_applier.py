@@ -199,6 +199,21 @@ def test_unmapped_table_and_rejected_row_are_quarantined(
     assert tables == 0
 
 
+def test_a_source_time_past_year_9999_is_quarantined(setup: tuple[Applier, Database]) -> None:
+    """The ledger's source time comes from the event: one no date can hold is refused
+    with its value named, and the changes around it are applied."""
+    applier, db = setup
+    odd = event(2, 11, Op.CREATE)
+    assert odd.event is not None
+    odd = Decoded(odd.message, odd.event.replace(source_ts_ms=400_000_000_000_000))
+    result = applier.apply([event(1, 10, Op.CREATE), odd, event(3, 12, Op.CREATE)], {}, "g")
+    assert sorted(rows(db)) == [1, 3]
+    assert [(f.reason, f.message.offset) for f in result.failures] == [
+        ("rejected", odd.message.offset)
+    ]
+    assert "source_ts_ms 400000000000000 is out of range" in result.failures[0].detail
+
+
 def test_offsets_are_stored_with_the_batch(setup: tuple[Applier, Database]) -> None:
     applier, _ = setup
     applier.apply([event(1, 1, Op.CREATE)], {("t", 0): 7, ("t", 1): 3}, "g")
