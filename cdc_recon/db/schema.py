@@ -54,9 +54,10 @@ def control_ddl(schema: str) -> list[str]:
             kafka_offset bigint,
             outcome text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now())""",
-        # source_ts is written by the applier's INSERT, from source_ts_ms. As a generated
-        # column it cost ~1 µs, 15 % of every ledger insert (a separate pass over each
-        # new row); in the INSERT it costs next to nothing. Existing ledgers keep theirs.
+        # source_ts is written by the applier with each row, from source_ts_ms (COPY
+        # text, or its INSERT on the careful way). As a generated column it cost ~1 µs,
+        # 15 % of every ledger insert (a separate pass over each new row). Existing
+        # ledgers keep their values.
         f"ALTER TABLE {s}.ledger ALTER COLUMN source_ts DROP EXPRESSION IF EXISTS",
         # BRIN: the ledger grows in roughly source-time order and the sweeper reads windows.
         f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger USING brin (source_ts)",
