@@ -222,7 +222,7 @@ def _merge(group: list[MappedChange]) -> Winner:
     state: tuple[Any, ...] | None = None
     missing: frozenset[int] = frozenset()
     for change in group:
-        if change.op is Op.DELETE:
+        if change.op is _DELETE:
             state = None
         elif state is None or not change.missing:
             state, missing = change.row, change.missing
@@ -232,6 +232,6 @@ def _merge(group: list[MappedChange]) -> Winner:
             )
             missing = missing & change.missing
     last = group[-1]
-    if last.op is Op.DELETE or state is None:
-        return Winner(last, last.row, last.op is Op.DELETE, last.missing, first)
+    if last.op is _DELETE or state is None:
+        return Winner(last, last.row, last.op is _DELETE, last.missing, first)
     return Winner(last, state, False, missing, first)
