@@ -49,6 +49,7 @@ from cdc_recon.batch import TopicPartitionKey as TPKey
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings
+from cdc_recon.db import native
 from cdc_recon.db.applier import Applier
 from cdc_recon.db.engine import check_connection, create_engine
 from cdc_recon.db.status import require_control_tables
@@ -141,6 +142,7 @@ class Service:
 
     def run(self, until_idle: float | None = None) -> ServiceStats:
         """Consume until stopped (or idle, with `until_idle`); leaves the group on return."""
+        LOG.info("COPY text encoders: %s", native.describe())
         self._consumer.subscribe(
             self._settings.topics,
             stored_offsets=self._stored_offsets,

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from cdc_recon.batch import Failure
+from cdc_recon.db import native
 from cdc_recon.db.sql import NULL, copy_line, escape, position_literal
 from cdc_recon.db.statements import TableStatements
 from cdc_recon.mapping import MappedChange, Winner
@@ -52,7 +53,15 @@ class PreparedBatch:
 def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> EncodedTable:
     """Stage lines: the row's columns, then `_key`, `_pos`, `_op`, `_uset`, `_gap` and
     `_first` (NULL when the key changed once in the batch)."""
-    missing_sets: dict[frozenset[int], int] = {}
+    if native.ENCODER is not None:
+        missing_sets: dict[frozenset[int], int] = {}
+        try:
+            text, has_deletes = native.ENCODER.winner_text(winners, table.encoders, missing_sets)
+        except native.Unsupported:
+            pass  # a value only Python can write: the batch takes the lines below
+        else:
+            return EncodedTable(table, text, missing_sets, has_deletes)
+    missing_sets = {}
     lines = []
     has_deletes = False
     encoders = table.encoders
@@ -125,11 +134,21 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
     the COPY, and the applier writes the batch the careful way (`encode_ledger_stage`).
     This runs once per change on the service's thread: `ledger_lines` is inlined.
     """
-    lines = []
     counts: dict[tuple[str, str, str], int] = {}
+    if native.ENCODER is not None:
+        try:
+            text = native.ENCODER.ledger_text(changes, counts)
+        except native.Unsupported:
+            counts = {}  # a value only Python can write: the batch takes the lines below
+        else:
+            return EncodedLedger(text, len(changes), counts)
+    lines = []
     seen: set[str] = set()
     newest: dict[tuple[str, str], tuple[int, ...]] = {}
-    escaped: dict[str, str] = {}  # table and topic names repeat on every line
+    # Table and topic names repeat on every line; each kind has its own cache, as a
+    # topic may be named like a source table.
+    tables: dict[tuple[str, str], str] = {}
+    topics: dict[str, str] = {}
     second_text = _SECOND_TEXT
     for change in changes:
         change_id = change.change_id
@@ -147,12 +166,13 @@ def encode_ledger(changes: list[MappedChange]) -> EncodedLedger:
         event = change.decoded.event
         message = change.decoded.message
         assert event is not None
-        names = escaped.get(event.table)
+        names = tables.get((event.table, change.target))
         if names is None:
-            names = escaped[event.table] = f"{escape(event.table)}\t{escape(change.target)}"
-        topic = escaped.get(message.topic)
+            names = f"{escape(event.table)}\t{escape(change.target)}"
+            tables[event.table, change.target] = names
+        topic = topics.get(message.topic)
         if topic is None:
-            topic = escaped[message.topic] = escape(message.topic)
+            topic = topics[message.topic] = escape(message.topic)
         tx = NULL if event.tx is None else escape(event.tx)
         op = change.op.value
         tally = (change.target, op, outcome)
@@ -207,5 +227,6 @@ def source_ts_text(millis: int) -> str:
             return f"source_ts_ms {millis} is out of range"
         if len(_SECOND_TEXT) >= 4096:
             _SECOND_TEXT.clear()
-        text = _SECOND_TEXT[seconds] = moment.strftime("%Y-%m-%d %H:%M:%S")
+        # isoformat pads years before 1000 to four digits; strftime's %Y does not here
+        text = _SECOND_TEXT[seconds] = moment.replace(tzinfo=None).isoformat(" ")
     return f"{text}.{millis_part:03d}+00"
