@@ -86,6 +86,9 @@ class ServiceSettings(_Section):
         32 << 20, gt=0, description="about the most message bytes per batch (big rows: fewer)"
     )
     poll_timeout: float = Field(0.5, gt=0, description="seconds to wait for a batch")
+    linger: float = Field(
+        0.05, gt=0, description="seconds a partial batch waits for more messages (quiet stream)"
+    )
     retry_initial: float = Field(0.5, gt=0, description="first backoff on a transient error")
     retry_max: float = Field(30.0, gt=0, description="longest backoff")
 

@@ -165,7 +165,9 @@ class Service:
 
     def _step(self) -> None:
         service = self._settings.service
-        batch = self._consumer.consume_batch(self._batch_limit.next(), service.poll_timeout)
+        batch = self._consumer.consume_batch(
+            self._batch_limit.next(), service.poll_timeout, service.linger
+        )
         now = self._clock()
         if batch:
             self._batch_limit.observe(message_sizes(batch))

@@ -25,6 +25,7 @@ already fetched are dropped, not applied: their new owner reads them from the st
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class GroupConsumer:
         self._before_revoke: BeforeRevoke | None = None
         self._assigned: set[TopicPartitionKey] = set()
         self._next: dict[TopicPartitionKey, int] = {}
+        self._forgotten = 0  # partition revocations and losses so far
         self._fatal: KafkaError | None = None
         self._warned_topics: set[str] = set()
         self._closed = False
@@ -171,6 +173,7 @@ class GroupConsumer:
         for tp in partitions:
             self._assigned.discard(tp_key(tp))
             self._next.pop(tp_key(tp), None)
+        self._forgotten += 1
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -179,8 +182,15 @@ class GroupConsumer:
 
     # -- reading -----------------------------------------------------------------------
 
-    def consume_batch(self, max_messages: int, timeout: float) -> list[Message]:
+    def consume_batch(
+        self, max_messages: int, timeout: float, linger: float | None = None
+    ) -> list[Message]:
         """Up to `max_messages` messages of the currently assigned partitions.
+
+        Waits up to `timeout` for them. With `linger`, a partial batch is returned once
+        no more messages arrived for `linger` seconds: librdkafka's consume waits for a
+        full batch, which held the last messages of a burst (and every message of a
+        quiet stream) back by up to `timeout`.
 
         Raises `KafkaUnavailable` for a fatal client error or a message-level error
         (authorisation, corrupt record...); partition EOF is ignored, and a subscribed
@@ -188,11 +198,28 @@ class GroupConsumer:
         """
         if self._fatal is not None:
             raise KafkaUnavailable(f"fatal Kafka client error: {self._fatal.str()}")
+        batch: list[Message] = []
+        if linger is None or linger >= timeout:
+            self._read(batch, max_messages, timeout)
+            return batch
+        deadline = time.monotonic() + timeout
+        forgotten = self._forgotten
+        while True:
+            wanted = max_messages - len(batch)
+            left = deadline - time.monotonic()
+            read = self._read(batch, wanted, max(min(linger, left), 0.0))
+            if len(batch) >= max_messages or left <= linger or (batch and read < wanted):
+                break
+        if self._forgotten != forgotten:  # a rebalance between two reads: drop what it took
+            batch = [m for m in batch if (m.topic, m.partition) in self._assigned]
+        return batch
+
+    def _read(self, batch: list[Message], max_messages: int, timeout: float) -> int:
+        """Appends up to `max_messages` messages to `batch`; how many librdkafka gave."""
         try:
             raw = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot consume: {exc.args[0]}") from exc
-        batch = []
         assigned, positions = self._assigned, self._next
         for msg in raw:
             error = msg.error()
@@ -204,7 +231,7 @@ class GroupConsumer:
             if where in assigned:
                 batch.append(message)
                 positions[where] = message.offset + 1
-        return batch
+        return len(raw)
 
     def _check(self, msg: Any, error: KafkaError) -> None:
         """Skip partition EOF and a topic not created yet; raise for any other error."""

@@ -142,7 +142,9 @@ class FakeConsumer:
         self.stored = callbacks["stored_offsets"](self.assigned)
         self.joined = True
 
-    def consume_batch(self, max_messages: int, timeout: float) -> list[Message]:
+    def consume_batch(
+        self, max_messages: int, timeout: float, linger: float | None = None
+    ) -> list[Message]:
         return self.batches.pop(0) if self.batches else []
 
     def assignment(self) -> list[tuple[str, int]]:
