@@ -394,6 +394,26 @@ def test_sigterm_mid_stream_exits_zero_with_offsets_committed_everywhere(
     assert sum(stored.values()) == target.ledger(), "one ledger row per consumed message"
 
 
+def test_a_burst_is_committed_to_kafka_once_applied_not_after_the_poll_timeout(
+    deploy: Callable[..., Deployment], services: Services, target_db: Database
+) -> None:
+    """The service passes on the results of its last batches (stats, Kafka commit) as
+    soon as the stream is quiet for `linger`. A poll timeout longer than the wait below
+    makes the test fail if the service waited for it instead."""
+    deployment = deploy(batch_size=1000, poll_timeout=300, linger=0.05)
+    topic, group = deployment.config["topics"][0], deployment.config["group_id"]
+    work = workload(changes=300, keys=50, seed=7, tombstones=False)
+    deployment.start("run")
+    send(services.kafka_bootstrap, topic, work.messages)
+    wanted = {(topic, 0): len(work.messages)}
+    wait_for(
+        lambda: committed_offsets(services, group, topic, 1) == wanted,
+        "the burst's offsets committed to Kafka",
+        timeout=60,
+    )
+    assert Target(target_db).rows() == work.expected
+
+
 def test_lost_database_connection_is_retried_without_losing_or_repeating(
     deploy: Callable[..., Deployment], services: Services, target_db: Database
 ) -> None:
