@@ -263,7 +263,10 @@ class Applier:
         for stage in encoded.tables:
             table = stage.table
             cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
-            cur.execute(table.advance_key_state(), {"table": table.shape.table})
+            cur.execute(
+                table.advance_key_state(stage.several),
+                {"table": table.shape.table, "staged": stage.rows},
+            )
             doubtful = {key: before for key, before in cur.fetchall()}
             if doubtful:
                 for change in superseded_lines(changes, table.shape.table, doubtful):

@@ -25,6 +25,8 @@ class EncodedTable:
     text: str
     missing_sets: dict[frozenset[int], int]  # columns a row lacks -> its `_uset` number
     has_deletes: bool
+    rows: int  # lines in `text`, one per key
+    several: bool  # some key changed more than once in the batch (`_first` set)
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,13 @@ def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> Encode
     if native.ENCODER is not None:
         missing_sets: dict[frozenset[int], int] = {}
         try:
-            text, has_deletes = native.ENCODER.winner_text(winners, table.encoders, missing_sets)
+            text, has_deletes, several = native.ENCODER.winner_text(
+                winners, table.encoders, missing_sets
+            )
         except native.Unsupported:
             pass  # a value only Python can write: the batch takes the lines below
         else:
-            return EncodedTable(table, text, missing_sets, has_deletes)
+            return EncodedTable(table, text, missing_sets, has_deletes, len(winners), several)
     missing_sets = {}
     lines = []
     has_deletes = False
@@ -82,7 +86,9 @@ def encode_winners(table: TableStatements, winners: dict[str, Winner]) -> Encode
             f"{position_literal(change.position.parts)}\t{change.op.value}\t{uset}\t{gap}\t"
             f"{first}"
         )
-    return EncodedTable(table, "\n".join(lines) + "\n", missing_sets, has_deletes)
+    several = any(winner.first is not None for winner in winners.values())
+    text = "\n".join(lines) + "\n"
+    return EncodedTable(table, text, missing_sets, has_deletes, len(winners), several)
 
 
 def ledger_lines(changes: Iterable[MappedChange]) -> Iterator[tuple[MappedChange, bool]]:

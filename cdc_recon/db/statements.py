@@ -70,22 +70,28 @@ class TableStatements:
     def truncate_stage(self) -> str:
         return f"TRUNCATE {quote_ident(self.stage)}"
 
-    def advance_key_state(self) -> str:
+    def advance_key_state(self, several: bool) -> str:
         """Advance key_state and drop the stage rows of keys that did not advance; returns
         the keys whose `applied` ledger lines (`db.encode.encode_ledger`) may be wrong,
         with the position each held before: none for a key that did not advance (all are
         superseded), else one at least as new as the key's first change in the batch.
 
         A key that advanced held a position older than its newest change here, so only
-        a key changed more than once in the batch (`_first` set) can be of the second
-        kind: the join looks at those alone (none, in most batches).
+        a key changed more than once in the batch (`_first` set; `several`) can be of
+        the second kind: the join looks at those alone, and is left out without them.
+        `%(staged)s` is the number of stage rows: when every key advanced (the stream
+        moves forward), the anti-join that finds the others is not run at all.
         """
         stage = quote_ident(self.stage)
-        return (
+        sql = (
             f"WITH {self._advanced()}, "
-            f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM adv WHERE adv.key_text = s._key) RETURNING s._key), "
-            f"several AS (SELECT _key, _first FROM {stage} WHERE _first IS NOT NULL) "
+            f"stale AS (DELETE FROM {stage} s WHERE (SELECT count(*) FROM adv) < %(staged)s "
+            f"AND NOT EXISTS (SELECT 1 FROM adv WHERE adv.key_text = s._key) RETURNING s._key)"
+        )
+        if not several:
+            return f"{sql} SELECT _key, NULL::bigint[] FROM stale"
+        return (
+            f"{sql}, several AS (SELECT _key, _first FROM {stage} WHERE _first IS NOT NULL) "
             f"SELECT _key, NULL::bigint[] FROM stale UNION ALL "
             f"SELECT adv.key_text, adv.previous_position FROM several s JOIN adv "
             f"ON adv.key_text = s._key WHERE adv.previous_position >= s._first"

@@ -268,17 +268,19 @@ impl LineEncoder {
         Ok(out)
     }
 
-    /// The stage text of `encode_winners`, and whether a winner deletes. `missing_sets`
-    /// (empty) is filled as `encode_winners` fills its own.
+    /// The stage text of `encode_winners`, whether a winner deletes, and whether one
+    /// holds its key's first position (`several`). `missing_sets` (empty) is filled as
+    /// `encode_winners` fills its own.
     fn winner_text(
         &self,
         winners: &Bound<'_, PyDict>,
         encoders: &Bound<'_, PyList>,
         missing_sets: &Bound<'_, PyDict>,
-    ) -> PyResult<(String, bool)> {
+    ) -> PyResult<(String, bool, bool)> {
         let py = winners.py();
         let mut out = String::with_capacity(winners.len() * 160 + 1);
         let mut has_deletes = false;
+        let mut several = false;
         for (key, winner) in winners.iter() {
             let change = winner.getattr(intern!(py, "change"))?;
             let mut gap = "f";
@@ -315,6 +317,7 @@ impl LineEncoder {
             if first.is_none() {
                 out.push_str(NULL);
             } else {
+                several = true;
                 position_into(&mut out, &first.getattr(intern!(py, "parts"))?)?;
             }
             out.push('\n');
@@ -322,7 +325,7 @@ impl LineEncoder {
         if out.is_empty() {
             out.push('\n');
         }
-        Ok((out, has_deletes))
+        Ok((out, has_deletes, several))
     }
 
     /// The ledger text of `encode_ledger`; `counts` (empty) is filled as it fills its own.

@@ -221,7 +221,12 @@ def assert_both_ways_equal(changes: list[MappedChange], encoders: list[Any]) -> 
     table: Any = SimpleNamespace(encoders=encoders)  # all encode_winners reads of a table
     fast, slow = both(encode.encode_winners, table, collapse(changes))
     assert fast.text == slow.text
-    assert (fast.missing_sets, fast.has_deletes) == (slow.missing_sets, slow.has_deletes)
+    assert (fast.missing_sets, fast.has_deletes, fast.rows, fast.several) == (
+        slow.missing_sets,
+        slow.has_deletes,
+        slow.rows,
+        slow.several,
+    )
     fast_ledger, slow_ledger = both(encode.encode_ledger, changes)
     assert fast_ledger == slow_ledger
     assert list(fast_ledger.counts) == list(slow_ledger.counts)
