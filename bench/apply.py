@@ -4,7 +4,8 @@ Writes N Debezium-shaped JSON events (JsonConverter with schemas, PostgreSQL sou
 K keys into a fresh topic, then, on the same events and in the same run:
 
 1. **ours**: the consumer-group service (decode, guarded upserts, ledger, offsets in one
-   transaction per batch, Kafka commit after);
+   transaction per batch, Kafka commit after), with the Rust COPY text encoders when they
+   are installed (`CDC_RECON_NATIVE=0`: the Python ones; the line says which);
 2. **per-event**: the same applier with one transaction per event (the naive design),
    on the first `--per-event` events;
 3. **raw COPY**: consume and decode the same events, keep the last row per key, COPY the
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from cdc_recon.batch import Message  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch, decode_message  # noqa: E402
 from cdc_recon.config import ServiceSettings, Settings, load_settings  # noqa: E402
+from cdc_recon.db import native  # noqa: E402
 from cdc_recon.db.applier import Applier  # noqa: E402
 from cdc_recon.db.engine import create_engine  # noqa: E402
 from cdc_recon.db.schema import init_control_schema  # noqa: E402
@@ -292,7 +294,8 @@ def main() -> None:
         )
         ours = run_ours(settings, engine, args.events)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"ours:      {ours:10.0f} events/s (peak RSS {peak_mb:.0f} MB)")
+        encoders = native.describe()
+        print(f"ours:      {ours:10.0f} events/s (peak RSS {peak_mb:.0f} MB, {encoders} encoders)")
         per_event_settings = settings.model_copy(update={"control_schema": schema})
         with engine.begin() as conn:  # a clean target for the per-event baseline
             conn.execute(
