@@ -165,12 +165,12 @@ class Service:
 
     def _step(self) -> None:
         service = self._settings.service
-        # With batches in flight, a quiet stream is not waited out: the drain below
-        # passes their results on (stats, Kafka commit) without a poll timeout's delay.
-        timeout = min(service.linger, service.poll_timeout) if self._pipeline.busy else None
-        batch = self._consumer.consume_batch(
-            self._batch_limit.next(), timeout or service.poll_timeout, service.linger
-        )
+        timeout = service.poll_timeout
+        if self._pipeline.busy:
+            # A quiet stream is not waited out: the drain below passes the results of the
+            # batches in flight on (stats, Kafka commit) without a poll timeout's delay.
+            timeout = min(service.linger, timeout)
+        batch = self._consumer.consume_batch(self._batch_limit.next(), timeout, service.linger)
         now = self._clock()
         if batch:
             self._batch_limit.observe(message_sizes(batch))

@@ -16,7 +16,7 @@ import decimal
 import os
 from typing import Any
 
-from cdc_recon.db.sql import _text
+from cdc_recon.db.sql import value_text
 from cdc_recon.mapping import MISSING
 
 
@@ -26,7 +26,6 @@ class _Never(Exception):
 
 ENCODER: Any = None
 Unsupported: type[Exception] = _Never
-VERSION: str | None = None
 
 if os.environ.get("CDC_RECON_NATIVE", "1") != "0":
     try:
@@ -34,9 +33,8 @@ if os.environ.get("CDC_RECON_NATIVE", "1") != "0":
     except ImportError:
         pass
     else:
-        ENCODER = cdc_recon_native.LineEncoder(MISSING, _text, decimal.Decimal)
+        ENCODER = cdc_recon_native.LineEncoder(MISSING, value_text, decimal.Decimal)
         Unsupported = cdc_recon_native.Unsupported
-        VERSION = getattr(cdc_recon_native, "__version__", "installed")
 
 
 def describe() -> str:

@@ -67,7 +67,7 @@ _BY_TYPE: dict[type, Callable[[Any], str]] = {
 }
 
 
-def _text(value: Any) -> str:
+def value_text(value: Any) -> str:
     """`value` as COPY text, by its Python type (one dict lookup on the hot path)."""
     encode = _BY_TYPE.get(type(value))
     if encode is not None:
@@ -85,13 +85,13 @@ def _json_text(value: Any) -> str:
 
 def _array_literal(value: Any) -> str:
     if type(value) is not list:
-        return _text(value)
+        return value_text(value)
     items = []
     for item in value:
         if item is None:
             items.append("NULL")
         else:
-            text = item if type(item) is str else str(_text(item))
+            text = item if type(item) is str else str(value_text(item))
             items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return ("{" + ",".join(items) + "}").translate(_ESCAPES)
 
@@ -119,14 +119,14 @@ def copy_line(values: Sequence[Any], encoders: Sequence[Encoder | None]) -> str:
     """One COPY text line (no newline); None and MISSING are written as NULL.
 
     The per-type encoder is looked up inline (`_BY_TYPE`): a call less per value on the
-    applier's hot path than going through `_text`.
+    applier's hot path than going through `value_text`.
     """
     by_type = _BY_TYPE
     return "\t".join(
         [
             NULL
             if value is None or value is MISSING
-            else (encode or by_type.get(type(value), _text))(value)
+            else (encode or by_type.get(type(value), value_text))(value)
             for value, encode in zip(values, encoders, strict=True)
         ]
     )
@@ -134,7 +134,7 @@ def copy_line(values: Sequence[Any], encoders: Sequence[Encoder | None]) -> str:
 
 def copy_plain(values: Sequence[Any]) -> str:
     """A COPY text line for values of simple types (control-table rows)."""
-    return "\t".join(NULL if value is None else _text(value) for value in values)
+    return "\t".join(NULL if value is None else value_text(value) for value in values)
 
 
 def change_id_order(column: str) -> str:

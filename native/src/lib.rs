@@ -20,8 +20,8 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyString, PyTimeAccess,
-    PyTuple, PyTzInfo, PyTzInfoAccess,
+    PyBool, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyString,
+    PyTimeAccess, PyTuple, PyTzInfo, PyTzInfoAccess,
 };
 
 create_exception!(
@@ -151,7 +151,7 @@ fn source_ts_into(out: &mut String, millis: i64) {
 /// Encodes rows, winners and ledger rows as the Python encoders do.
 ///
 /// Built once with the objects the rules name: `MISSING` (written as NULL, like None),
-/// the Python per-value encoder for the types not handled here (`cdc_recon.db.sql._text`),
+/// the Python per-value encoder for the types not handled here (`cdc_recon.db.sql.value_text`),
 /// and the `decimal.Decimal` type.
 #[pyclass(frozen, module = "cdc_recon_native")]
 struct LineEncoder {
@@ -169,7 +169,9 @@ impl LineEncoder {
             int_into(out, value)?;
         } else if value.is_exact_instance_of::<PyBool>() {
             out.push_str(if value.is_truthy()? { "t" } else { "f" });
-        } else if value.is_exact_instance_of::<PyFloat>() || value.get_type().is(self.decimal.bind(py)) {
+        } else if value.is_exact_instance_of::<PyFloat>()
+            || value.get_type().is(self.decimal.bind(py))
+        {
             out.push_str(value.str()?.to_str()?);
         } else if value.is_exact_instance_of::<PyDateTime>() {
             self.datetime_into(out, value.cast::<PyDateTime>()?)?;
@@ -262,7 +264,11 @@ impl LineEncoder {
     }
 
     /// One COPY text line, as `cdc_recon.db.sql.copy_line`.
-    fn copy_line(&self, values: &Bound<'_, PyAny>, encoders: &Bound<'_, PyList>) -> PyResult<String> {
+    fn copy_line(
+        &self,
+        values: &Bound<'_, PyAny>,
+        encoders: &Bound<'_, PyList>,
+    ) -> PyResult<String> {
         let mut out = String::new();
         self.line_into(&mut out, values, encoders)?;
         Ok(out)
@@ -298,7 +304,8 @@ impl LineEncoder {
                     }
                 };
                 if missing.is_truthy()? {
-                    let event = change.getattr(intern!(py, "decoded"))?.getattr(intern!(py, "event"))?;
+                    let event =
+                        change.getattr(intern!(py, "decoded"))?.getattr(intern!(py, "event"))?;
                     if !event.is_none() && event.getattr(intern!(py, "unavailable"))?.is_truthy()? {
                         gap = "t";
                     }
@@ -309,7 +316,10 @@ impl LineEncoder {
             out.push('\t');
             escape_into(&mut out, text(&key)?);
             out.push('\t');
-            position_into(&mut out, &change.getattr(intern!(py, "position"))?.getattr(intern!(py, "parts"))?)?;
+            position_into(
+                &mut out,
+                &change.getattr(intern!(py, "position"))?.getattr(intern!(py, "parts"))?,
+            )?;
             out.push('\t');
             out.push_str(text(&change.getattr(intern!(py, "op"))?)?);
             write!(out, "\t{uset}\t{gap}\t").expect("writing to a String");
@@ -329,7 +339,11 @@ impl LineEncoder {
     }
 
     /// The ledger text of `encode_ledger`; `counts` (empty) is filled as it fills its own.
-    fn ledger_text(&self, changes: &Bound<'_, PyList>, counts: &Bound<'_, PyDict>) -> PyResult<String> {
+    fn ledger_text(
+        &self,
+        changes: &Bound<'_, PyList>,
+        counts: &Bound<'_, PyDict>,
+    ) -> PyResult<String> {
         let py = changes.py();
         // The ids and keys are read first and kept, so that the sets below borrow their
         // text instead of copying it.
@@ -353,7 +367,9 @@ impl LineEncoder {
             }
             let target = text(target)?;
             let key_text = text(key_text)?;
-            let parts = position_parts(&change.getattr(intern!(py, "position"))?.getattr(intern!(py, "parts"))?)?;
+            let parts = position_parts(
+                &change.getattr(intern!(py, "position"))?.getattr(intern!(py, "parts"))?,
+            )?;
             let outcome = match newest.entry((target, key_text)) {
                 Entry::Vacant(slot) => {
                     slot.insert(parts.clone());
@@ -388,7 +404,9 @@ impl LineEncoder {
             // The source table and its target repeat on every line of a table's run.
             let table = event.getattr(intern!(py, "table"))?;
             match &table_text {
-                Some((known, into, joined)) if known.is(&table) && *into == target => out.push_str(joined),
+                Some((known, into, joined)) if known.is(&table) && *into == target => {
+                    out.push_str(joined)
+                }
                 _ => {
                     let mut joined = String::new();
                     escape_into(&mut joined, text(&table)?);

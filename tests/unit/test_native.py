@@ -4,7 +4,7 @@
 Rust encoders when they are installed, so a target row or ledger line must not depend on
 whether they are. Each property here encodes one input both ways and compares the
 results: `escape`, `copy_line` over every value type a codec produces (and the types the
-Rust side hands back to `sql._text`), `source_ts_text` from year 1 to 9999 and just past
+Rust side hands back to `sql.value_text`), `source_ts_text` from year 1 to 9999 and just past
 those bounds, and `encode_winners` / `encode_ledger` over batches shaped like the
 applier's. A string with a lone surrogate has no UTF-8 form. For those the Rust side
 raises `Unsupported`, and the public encoders fall back to Python with the same result.
@@ -32,7 +32,7 @@ from cdc_recon.db import encode, native, sql
 from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id
 from cdc_recon.mapping import MISSING, MappedChange, collapse
 
-NATIVE = cdc_recon_native.LineEncoder(MISSING, sql._text, decimal.Decimal)
+NATIVE = cdc_recon_native.LineEncoder(MISSING, sql.value_text, decimal.Decimal)
 Unsupported = cdc_recon_native.Unsupported
 T = TypeVar("T")
 
