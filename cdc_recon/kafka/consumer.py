@@ -49,6 +49,10 @@ _OWNED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 # 16 MB refetched after 10 ms keeps a batch or two ready at a quarter of the memory
 # (bench/apply.py, batches of 10,000: 224 MB instead of 287 MB, as fast).
 PREFETCH = {"queued.max.messages.kbytes": 16384, "fetch.queue.backoff.ms": 10}
+# A subscribed topic that does not exist yet (Debezium creates a table's topic with its
+# first change) is looked for again at each metadata refresh: every 5 min by default,
+# every 5 s here.
+METADATA_REFRESH = {"topic.metadata.refresh.interval.ms": 5000}
 _IGNORED = {KafkaError._PARTITION_EOF}
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID
 
@@ -77,6 +81,7 @@ def consumer_config(settings: Settings, error_cb: Callable[[KafkaError], None]) 
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": COOPERATIVE,
         **PREFETCH,
+        **METADATA_REFRESH,
         "error_cb": error_cb,
         **settings.kafka,
         **_OWNED,
