@@ -143,7 +143,8 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Per partition: stored offset, end offset and lag; the ledger and failures by reason."""
+    """Per partition: stored offset, end offset and lag; the ledger, failures by reason
+    and their dead letters by state (pending, sent, too_large, refused)."""
     data = _collect_status(ctx.obj.settings())
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -196,6 +197,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         "total_lag": sum(p["lag"] or 0 for p in partitions),
         "ledger": dict(sorted(target.ledger.items())),
         "failures": failures,
+        "dead_letters": dict(sorted(target.dead_letters.items())),
     }
 
 
@@ -227,6 +229,12 @@ def _print_status(data: dict[str, Any]) -> None:
         for state, count in states.items():
             failures.add_row(reason, state, str(count))
     console.print(failures)
+    dead_letters = Table(title="dead letters")
+    dead_letters.add_column("state")
+    dead_letters.add_column("failures", justify="right")
+    for state, count in data["dead_letters"].items():
+        dead_letters.add_row(state, str(count))
+    console.print(dead_letters)
 
 
 app.add_typer(source_app, name="source")

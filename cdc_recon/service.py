@@ -8,7 +8,9 @@ Commit protocol, per polled batch (promises P2, P4, P5):
 3. `Applier.apply`: rows, ledger entries, every failure and each partition's next offset
    in ONE target transaction, committed. A transient database error rolls it back and the
    SAME batch is retried with exponential backoff; nothing is committed to Kafka meanwhile;
-4. send the batch's failures to the dead-letter topic and flush;
+4. send the batch's failures to the dead-letter topic, flush, and mark them sent (or
+   too large for it) in the `failures` table: `cdc_recon.kafka.producer`'s protocol,
+   which also sends again what an earlier run left pending;
 5. commit the same next offsets to Kafka.
 
 Step 3 runs on a worker thread (`cdc_recon.pipeline`), one batch at a time and in order:
@@ -51,6 +53,7 @@ from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings
 from cdc_recon.db import native
 from cdc_recon.db.applier import Applier
+from cdc_recon.db.dead_letters import DeadLetterJournal
 from cdc_recon.db.engine import check_connection, create_engine
 from cdc_recon.db.status import require_control_tables
 from cdc_recon.exceptions import (
@@ -63,7 +66,7 @@ from cdc_recon.exceptions import (
 from cdc_recon.http.server import serve_monitoring
 from cdc_recon.kafka.admin import describe_cluster
 from cdc_recon.kafka.consumer import GroupConsumer, schema_registry_client
-from cdc_recon.kafka.producer import DeadLetterProducer
+from cdc_recon.kafka.producer import DeadLetterProducer, size_dead_letter_topic
 from cdc_recon.metrics import ServiceMonitor, observed_sweeps
 from cdc_recon.pipeline import ApplyPipeline
 from cdc_recon.progress import (
@@ -209,8 +212,7 @@ class Service:
         """Steps 4-5, back on the service's thread, in batch order."""
         self.stats.add(result, count)
         self.monitor.batch_applied(result, count)
-        if result.failures:
-            self._dead_letter(result.failures)
+        self._dead_letter(result.failures)
         self._pending.update(offsets)
         self._commit_pending()
 
@@ -233,8 +235,10 @@ class Service:
                 if self._stop.wait(delay):
                     raise _Stopped from exc
 
-    def _dead_letter(self, failures: Sequence[Failure]) -> None:
-        """Step 4; the failures are already in the target, so a stop may give up here."""
+    def _dead_letter(self, failures: Sequence[Failure]) -> int:
+        """Step 4 (the protocol is `cdc_recon.kafka.producer`'s): the failures are in the
+        target as pending, so a stop may give up here. With them, the producer may take
+        on a chunk of older pending ones; returns how many dead letters it took on."""
         for failure in failures:
             message = failure.message
             LOG.warning(
@@ -245,15 +249,21 @@ class Service:
                 failure.reason,
                 failure.detail,
             )
-        self._producer.send(failures)
+        taken = self._producer.send(failures) or len(failures)
+        if not taken:
+            return 0
         try:
             self._retry(
                 lambda: self._producer.flush(DEAD_LETTER_FLUSH),
                 "dead-letter delivery",
-                (KafkaUnavailable,),
+                (KafkaUnavailable, *TRANSIENT_DB),
             )
         except _Stopped:
-            LOG.error("stopping with undelivered dead letters (they are in the failures table)")
+            LOG.error(
+                "stopping with undelivered dead letters: they stay pending in the failures "
+                "table and the next run sends them"
+            )
+        return taken
 
     def _commit_pending(self) -> None:
         """Step 5, best effort: the target holds the offsets that matter."""
@@ -353,7 +363,11 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
         applier.prepare()
         registry = settings.schema_registry_url
         avro = AvroDecoder(schema_registry_client(registry)) if registry else None
-        producer = DeadLetterProducer(settings)
+        producer = DeadLetterProducer(
+            settings,
+            size_dead_letter_topic(settings),
+            journal=DeadLetterJournal(engine, settings.control_schema),
+        )
         try:
             monitor = ServiceMonitor()
             consumer = GroupConsumer(settings)
@@ -362,6 +376,9 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
             jobs = _start_reconcile_jobs(settings)
             try:
                 with _stop_on_signals(service), serve_monitoring(settings, monitor):
+                    # What earlier runs left pending goes first, chunk by chunk.
+                    while not service._stop.is_set() and service._dead_letter([]):
+                        pass
                     return service.run(until_idle)
             finally:
                 for thread in (sweeper, jobs):

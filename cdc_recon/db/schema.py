@@ -7,7 +7,8 @@
                 and whether its row still lacks unchanged-TOAST columns
     offsets     per consumer group and partition: the next offset to read, written in
                 the same transaction as the rows (P4)
-    failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
+    failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5),
+                and what became of each one's dead letter (`cdc_recon.db.dead_letters`)
 
 and the sweeper's `sweeper_watermark`, `sweep_runs` and `missed_changes`
 (`cdc_recon.db.sweep_sql`), and reconciliation's runs, findings, audit and review queue
@@ -32,6 +33,8 @@ UPGRADES = (
     ("key_state", "previous_position", "column"),
     ("ledger", "ledger_change_id", "index"),
     ("ledger", "source_ts", "plain (not generated) column"),
+    ("failures", "dead_letter", "column"),
+    ("failures", "dead_letter_detail", "column"),
 )
 
 
@@ -106,6 +109,21 @@ def control_ddl(schema: str) -> list[str]:
             created_at timestamptz NOT NULL DEFAULT now(),
             resolved_at timestamptz,
             UNIQUE (topic, kafka_partition, kafka_offset))""",
+        # The dead letter's state: pending (stored, not yet confirmed on the topic), sent,
+        # too_large or refused (no dead letter: the row keeps the bytes, the detail says
+        # why). The applier inserts rows without it: the default makes them pending.
+        # Rows stored before this column existed become pending too: nothing recorded
+        # whether their dead letter arrived (and before it, a too large one stopped the
+        # rest of its batch), so the service sends them again, once; the topic's
+        # consumers deduplicate by the coordinate headers anyway.
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS dead_letter text NOT NULL "
+        "DEFAULT 'pending' "
+        "CHECK (dead_letter IN ('pending', 'sent', 'too_large', 'refused'))",
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS dead_letter_detail text",
+        # The service looks for pending rows with every few batches: the index holds
+        # only them, so it stays as small as the backlog.
+        f"CREATE INDEX IF NOT EXISTS failures_dead_letter_pending ON {s}.failures (id) "
+        "WHERE dead_letter = 'pending'",
     ]
 
 

@@ -23,11 +23,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TargetStatus:
-    """The stored offsets of one group, the ledger by outcome, open failures by reason."""
+    """The stored offsets of one group, the ledger by outcome, failures by reason and
+    status, and by the state of their dead letters."""
 
     offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
     ledger: dict[str, int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (reason, status)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # failures by dead_letter
 
 
 def present_tables(engine: sa.Engine, schema: str) -> set[str]:
@@ -92,16 +94,21 @@ def read_target_status(engine: sa.Engine, schema: str, group_id: str) -> TargetS
     failures_sql = sa.text(
         f"SELECT reason, status, count(*) FROM {s}.failures GROUP BY reason, status"
     )
+    dead_letters_sql = sa.text(
+        f"SELECT dead_letter, count(*) FROM {s}.failures GROUP BY dead_letter"
+    )
 
     def read() -> TargetStatus:
         with engine.connect() as conn:
             offsets = conn.execute(offsets_sql, {"group": group_id}).all()
             ledger = conn.execute(ledger_sql).all()
             failures = conn.execute(failures_sql).all()
+            dead_letters = conn.execute(dead_letters_sql).all()
         return TargetStatus(
             offsets={(topic, part): offset for topic, part, offset in offsets},
             ledger={outcome: count for outcome, count in ledger},
             failures={(reason, status): count for reason, status, count in failures},
+            dead_letters={state: count for state, count in dead_letters},
         )
 
     return _guard(read)

@@ -1,4 +1,4 @@
-"""Cluster checks and topic administration."""
+"""Cluster checks and topic administration (metadata, configs, topic creation)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # not re-exported for mypy
 from confluent_kafka.cimpl import NewTopic
 
 from cdc_recon.batch import Message
@@ -68,6 +69,82 @@ def describe_cluster(bootstrap: str, *, timeout: float = 10.0) -> ClusterInfo:
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from exc
     return ClusterInfo(metadata.cluster_id, len(metadata.brokers), len(metadata.topics))
+
+
+MAX_MESSAGE_BYTES = "max.message.bytes"  # a topic's limit on one record batch
+BROKER_MESSAGE_BYTES = "message.max.bytes"  # the broker's default for topics without one
+
+
+def max_message_bytes(
+    bootstrap: str,
+    topics: Sequence[str],
+    extra: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> dict[str, int | None]:
+    """Each topic's effective `max.message.bytes` (its own or the broker's default);
+    None for a topic that does not exist (yet). `KafkaUnavailable` on any other error.
+
+    >>> max_message_bytes("127.0.0.1:9092", ["orders"])  # doctest: +SKIP
+    {'orders': 1048588}
+    """
+    admin = AdminClient(client_config(bootstrap, extra))
+    limits: dict[str, int | None] = {}
+    for topic in topics:
+        resource = ConfigResource("topic", topic)
+        try:
+            entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                limits[topic] = None
+                continue
+            raise KafkaUnavailable(f"cannot read the config of topic {topic}: {error}") from exc
+        limits[topic] = int(entries[MAX_MESSAGE_BYTES].value)
+    return limits
+
+
+def broker_max_message_bytes(
+    bootstrap: str, extra: dict[str, str] | None = None, *, timeout: float = 10.0
+) -> int:
+    """The `message.max.bytes` of one broker: what a topic created without a limit gets."""
+    admin = AdminClient(client_config(bootstrap, extra))
+    try:
+        brokers = admin.list_topics(timeout=timeout).brokers
+        resource = ConfigResource("broker", str(min(brokers)))
+        entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+    except (KafkaException, ValueError) as exc:
+        raise KafkaUnavailable(f"cannot read the broker config at {bootstrap}: {exc}") from exc
+    return int(entries[BROKER_MESSAGE_BYTES].value)
+
+
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    max_bytes: int,
+    extra: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, bool]:
+    """Create `topic` with `max.message.bytes` = `max_bytes` (partitions and replication
+    from the broker's defaults) unless it exists; returns its limit and whether it was
+    created. An existing topic keeps its own limit: operators own it.
+    """
+    existing = max_message_bytes(bootstrap, [topic], extra, timeout=timeout)[topic]
+    if existing is not None:
+        return existing, False
+    admin = AdminClient(client_config(bootstrap, extra))
+    new = NewTopic(topic, config={MAX_MESSAGE_BYTES: str(max_bytes)})
+    try:
+        admin.create_topics([new])[topic].result(timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            # Another instance created it meanwhile: its limit is the one that counts.
+            found = max_message_bytes(bootstrap, [topic], extra, timeout=timeout)[topic]
+            return (found if found is not None else max_bytes), False
+        raise KafkaUnavailable(f"cannot create topic {topic}: {error}") from exc
+    return max_bytes, True
 
 
 def round_trip(bootstrap: str, *, timeout: float = 30.0) -> float:
