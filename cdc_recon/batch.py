@@ -8,6 +8,7 @@ and reports back what happened in an `ApplyResult`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,16 +42,47 @@ class FailureReason:
 
     UNDECODABLE = "undecodable"
     UNMAPPED = "unmapped"
+    INVALID = "invalid"  # a value does not fit its column, or the key disagrees with the row
     REJECTED = "rejected"  # the target database refused the row
 
 
 class Failure(msgspec.Struct, frozen=True, gc=False):
-    """A message that could not be applied: quarantined, never dropped (promise P5)."""
+    """A message that could not be applied: quarantined, never dropped (promise P5).
+
+    `detail` and `table` are made safe once, here, for every place they go (a text
+    column, a Kafka header, a log line): control characters (a newline that would forge
+    a log line, a NUL that no PostgreSQL text holds) and lone surrogates are written as
+    escapes, and the detail is cut at `MAX_DETAIL` characters. The raw bytes in
+    `message` are kept as they came.
+    """
 
     message: Message
     reason: str
     detail: str
     table: str | None = None
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "detail", printable(self.detail, MAX_DETAIL))
+        if self.table is not None:
+            msgspec.structs.force_setattr(self, "table", printable(self.table, MAX_DETAIL))
+
+
+MAX_DETAIL = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|[\ud800-\udfff]")
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` with control characters and lone surrogates as escapes (`\\n`, `\\x00`,
+    `\\ud800`), cut at `limit` characters: safe to store, send and log on one line."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"… ({len(text)} characters)"
+    if text.isprintable() and not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode()
 
 
 @dataclass(slots=True)

@@ -62,6 +62,16 @@ class TableMapping(_Section):
     rename: dict[str, str] = Field(default_factory=dict)
     delete_mode: Literal["hard", "soft"] = "hard"
     soft_delete_column: str = "_deleted"
+    connector: Literal["postgresql", "mysql", "plain"] | None = Field(
+        None,
+        description="the source family of this table's changes; others are quarantined "
+        "(their positions do not order this family's). Default: plain with `format: plain`, "
+        "else postgresql",
+    )
+
+    def source_family(self, fmt: str) -> str:
+        """The connector family this table's changes must come from (see `connector`)."""
+        return self.connector or ("plain" if fmt == "plain" else "postgresql")
 
     @field_validator("target")
     @classmethod

@@ -30,6 +30,11 @@ import orjson
 
 MAX_POSITION_PART = 2**63 - 1
 TXID_MASK = 0xFFFFFFFF
+# Source times the ledger can hold and Python reads back: years 1 to 9999 (UTC).
+MIN_SOURCE_TS_MS = -62_135_596_800_000
+MAX_SOURCE_TS_MS = 253_402_300_799_999
+CONNECTORS = ("postgresql", "mysql", "plain")
+"""Families of source positions; positions of two families are never compared."""
 
 
 class Op(enum.StrEnum):
@@ -70,6 +75,9 @@ class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     `after` is the row image after the change (None for deletes and truncates).
     `unavailable` names the columns whose value the source did not send (Debezium's
     unchanged-TOAST placeholder): they must never overwrite the stored value.
+    `connector` is the family of `position` (one of `CONNECTORS`): a PostgreSQL LSN, a
+    MySQL binlog coordinate and a plain-format timestamp do not order each other, so a
+    table is mapped for one family (`TableMapping.connector`).
     """
 
     table: str
@@ -80,10 +88,13 @@ class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     source_ts_ms: int
     tx: str | None = None
     unavailable: frozenset[str] = frozenset()
+    connector: str = "postgresql"
 
     def __post_init__(self) -> None:
         if not self.table:
             raise ValueError("a change event needs a table")
+        if not MIN_SOURCE_TS_MS <= self.source_ts_ms <= MAX_SOURCE_TS_MS:
+            raise ValueError(f"source time {self.source_ts_ms} ms is outside years 1-9999")
         if self.after is None and self.op.writes_row:
             raise ValueError(f"op {self.op.value!r} needs a row image")
 

@@ -8,6 +8,7 @@
     │   └── DatabaseUnavailable
     ├── DecodeError                 a message cannot be decoded (carries Kafka coordinates)
     ├── MappingError                an event names a table or column the mapping does not allow
+    │   └── InvalidChange           a value does not fit its column, or the key disagrees
     ├── ApplyError                  the target rejected a write
     │   └── TransientDatabaseError  worth retrying (connection lost, serialization failure)
     ├── SweepError                  a sweep could not read or record a window (names it)
@@ -99,6 +100,13 @@ class MappingError(MessageError):
     def __init__(self, message: str, *, table: str | None = None, **coords: object) -> None:
         super().__init__(message, **coords)  # type: ignore[arg-type]
         self.table = table
+
+
+class InvalidChange(MappingError):
+    """A mapped event whose value does not fit its column exactly, whose message key
+    disagrees with its row, or whose position family the table is not mapped for."""
+
+    reason = "invalid"
 
 
 class ApplyError(CdcReconError):

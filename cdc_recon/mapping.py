@@ -1,9 +1,18 @@
 """From a change event to a target row, through the configured table mapping (promise P7).
 
-Pure logic: the target table's shape (its columns and key) is reflected by `db/` and
-handed in as a `TargetShape`; nothing here talks to a database. An event for a table
-that is not mapped, or carrying a column the target does not have, raises
-`MappingError` and is quarantined by the applier.
+Pure logic: the target table's shape (its columns, their types and its key) is reflected
+by `db/` and handed in as a `TargetShape`; nothing here talks to a database. An event
+raises `MappingError`, and is quarantined by the applier, when:
+
+- its table is not mapped, or it carries a column the target does not have;
+- it comes from another connector family than the table is mapped for;
+- a value does not fit its column exactly (`cdc_recon.fit`): nothing is coerced;
+- its key is not one and the same everywhere: the key that guards the row (`key_state`),
+  names the change (the ledger) and is written (the row) is the after image's key
+  columns, and the message key must hold each of them with the same value and type;
+  a delete, which has no after image, takes the message key's values, checked like
+  the row's;
+- its change id is too long for the ledger's btree index (`MAX_CHANGE_ID_BYTES`).
 
     >>> mapper = TableMapper(mapping, shape)          # doctest: +SKIP
     >>> change = mapper.change(event)                 # doctest: +SKIP
@@ -20,13 +29,18 @@ import msgspec
 
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
-from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text, key_values
-from cdc_recon.exceptions import MappingError
+from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text
+from cdc_recon.exceptions import InvalidChange, MappingError
+from cdc_recon.fit import Check, column_check, preview
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 """A column the event did not carry (unchanged TOAST, or absent): never overwritten."""
 
 Plan = tuple[tuple[int, ...] | None, frozenset[int]]
+# PostgreSQL's btree holds index rows of at most 2704 bytes; the ledger's change-id index
+# and key_state's primary key are btrees. A longer key would fail the batch's statement
+# on every redelivery, so it is refused before it reaches the database.
+MAX_CHANGE_ID_BYTES = 2600
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,7 @@ class TargetShape:
     key: tuple[str, ...]
     json_columns: frozenset[str] = frozenset()
     array_columns: frozenset[str] = frozenset()
+    types: tuple[str, ...] = ()  # PostgreSQL's format_type() per column; () checks none
 
     def __post_init__(self) -> None:
         missing = [column for column in self.key if column not in self.columns]
@@ -61,10 +76,17 @@ class MappedChange(msgspec.Struct, frozen=True, gc=False):
 class TableMapper:
     """Maps the events of one source table onto its target table."""
 
-    def __init__(self, mapping: TableMapping, shape: TargetShape) -> None:
+    def __init__(
+        self, mapping: TableMapping, shape: TargetShape, connector: str = "postgresql"
+    ) -> None:
         self.mapping = mapping
         self.shape = shape
+        self.connector = connector
         self._index = {column: i for i, column in enumerate(shape.columns)}
+        self._checks: tuple[Check | None, ...] = tuple(
+            column_check(type_name) for type_name in shape.types
+        ) or (None,) * len(shape.columns)  # a shape without types (unit tests) checks none
+        self._key_indexes = tuple(self._index[column] for column in shape.key)
         self._source_to_target = self._column_map(mapping, shape)
         self._key_len = len(mapping.key)
         self._plans: dict[tuple[str, ...], Plan] = {}
@@ -122,51 +144,101 @@ class TableMapper:
         return plan
 
     def row(self, event: ChangeEvent) -> tuple[tuple[Any, ...], frozenset[int]]:
-        """The after image in target column order (absent columns MISSING), and which."""
+        """The after image in target column order (absent columns MISSING), and which;
+        `MappingError` for a value that does not fit its column."""
         after = event.after
         assert after is not None
         indexes, missing = self._plan(event.table, tuple(after))
         if indexes is None:
-            return tuple(after.values()), missing
-        values: list[Any] = [MISSING] * len(self.shape.columns)
+            values = tuple(after.values())
+            self._check(event.table, values)
+            return values, missing
+        row: list[Any] = [MISSING] * len(self.shape.columns)
         for index, value in zip(indexes, after.values(), strict=True):
             if index >= 0:
-                values[index] = value
+                row[index] = value
         if self._soft_flag is not None:
-            values[self._soft_flag] = False
-        return tuple(values), missing
+            row[self._soft_flag] = False
+        self._check(event.table, row)
+        return tuple(row), missing
 
-    def key_values(self, event: ChangeEvent) -> tuple[Any, ...]:
+    def _check(self, table: str, row: Sequence[Any]) -> None:
+        for index, (value, check) in enumerate(zip(row, self._checks, strict=True)):
+            if check is None or value is None or value is MISSING:
+                continue
+            problem = check(value)
+            if problem is not None:
+                column = self.shape.columns[index]
+                raise InvalidChange(
+                    f"column {column!r} of {self.shape.table}: {preview(value)} {problem}",
+                    table=table,
+                )
+
+    def key_values(self, event: ChangeEvent, row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+        """The change's key: from its row (already checked) when it writes one, checked
+        against the message key; from the message key, checked by type, for a delete."""
+        message_key = self._message_key(event)
+        if row is None:
+            values = message_key
+            self._check(event.table, self._key_row(values))
+            return values
+        values = tuple(row[index] for index in self._key_indexes)
+        for column, ours, theirs in zip(self.mapping.key, values, message_key, strict=True):
+            if ours is MISSING:
+                raise InvalidChange(
+                    f"the after image of {event.table} lacks key column {column!r}",
+                    table=event.table,
+                )
+            if type(ours) is not type(theirs) or ours != theirs:
+                raise InvalidChange(
+                    f"message key {column}={preview(theirs)} disagrees with the after "
+                    f"image's {preview(ours)} for {event.table}",
+                    table=event.table,
+                )
+        return values
+
+    def _message_key(self, event: ChangeEvent) -> tuple[Any, ...]:
         key = event.key
-        if len(key) == self._key_len and tuple(key) == self.mapping.key:  # the usual case
+        columns = self.mapping.key
+        if len(key) == self._key_len and tuple(key) == columns:  # the usual case
             return tuple(key.values())
-        after = event.after if event.op.writes_row else None
-        try:
-            return key_values(key, self.mapping.key, after)
-        except KeyError as exc:
-            raise MappingError(
-                f"event for {event.table} lacks key column {exc.args[0]!r}", table=event.table
-            ) from None
+        if len(key) == 1 and "" in key and len(columns) == 1:  # a plain-format scalar key
+            return (key[""],)
+        lacking = [column for column in columns if column not in key]
+        if lacking:
+            raise InvalidChange(
+                f"message key of {event.table} lacks key column(s) {lacking} "
+                f"(it has {preview(sorted(key))})",
+                table=event.table,
+            )
+        return tuple(key[column] for column in columns)
 
     def change(self, decoded: Decoded) -> MappedChange:
         event = decoded.event
         assert event is not None
-        values = self.key_values(event)
-        text = key_text(values)
-        tx = event.tx if event.tx is not None else str(event.source_ts_ms)
+        if event.connector != self.connector:
+            raise InvalidChange(
+                f"a {event.connector} change of {event.table}, which is mapped for "
+                f"{self.connector} changes (tables[].connector)",
+                table=event.table,
+            )
         if event.after is not None:
             row, missing = self.row(event)
+            values = self.key_values(event, row)
         else:
+            values = self.key_values(event, None)
             row, missing = self._key_row(values), frozenset()
+        text = key_text(values)
+        tx = event.tx if event.tx is not None else str(event.source_ts_ms)
+        identity = change_id(event.table, text, tx)
+        if len(identity) > MAX_CHANGE_ID_BYTES // 4 and _utf8_size(identity) > MAX_CHANGE_ID_BYTES:
+            raise InvalidChange(
+                f"the key of this {event.table} change is too long for the ledger: change id "
+                f"of {_utf8_size(identity)} bytes, at most {MAX_CHANGE_ID_BYTES}",
+                table=event.table,
+            )
         return MappedChange(
-            decoded,
-            self.shape.table,
-            text,
-            change_id(event.table, text, tx),
-            event.position,
-            event.op,
-            row,
-            missing,
+            decoded, self.shape.table, text, identity, event.position, event.op, row, missing
         )
 
     def _key_row(self, values: Sequence[Any]) -> tuple[Any, ...]:
@@ -175,6 +247,10 @@ class TableMapper:
         for column, value in zip(self.shape.key, values, strict=True):
             row[self._index[column]] = value
         return tuple(row)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 _DELETE = Op.DELETE  # a module constant: `Op.DELETE` is an Enum lookup (~80 ns)

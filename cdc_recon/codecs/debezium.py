@@ -62,7 +62,16 @@ OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE, "r": Op.READ, "t": Op.TRU
 _OPS = {code: (op, op.writes_row) for code, op in OPS.items()}  # enum lookups are slow
 _TRUNCATE = Op.TRUNCATE
 _NONE_UNAVAILABLE: frozenset[str] = frozenset()
-_BINLOG_INDEX = re.compile(r"(\d+)$")
+_BINLOG_INDEX = re.compile(r"(\d+)\Z")
+# What each connector can send; anything outside is refused, never wrapped or clamped.
+TXID_RANGE = range(2**32)  # source.txId: PostgreSQL's 32-bit xid
+# An LSN is a WAL byte offset: 2^60 bytes is 36 years of WAL at 1 GB/s. A position past
+# anything a server writes would freeze its key against every later change.
+LSN_RANGE = range(1, 2**60)
+BINLOG_INDEX_RANGE = range(2**31)
+BINLOG_POS_RANGE = range(2**32)  # a binlog event's position field is 32 bits
+BINLOG_ROW_RANGE = range(2**31)
+_FAMILY = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 
 class Source(msgspec.Struct, gc=False):
@@ -260,8 +269,9 @@ def to_event(
             raise DecodeError(f"op {op.value!r} of {table} without an after image")
         after, unavailable = strip_unavailable(envelope.after)
         after = convert_after(after)
+    family = _FAMILY[source.connector]
     try:
-        return ChangeEvent(table, op, key, after, position, source.ts_ms, tx, unavailable)
+        return ChangeEvent(table, op, key, after, position, source.ts_ms, tx, unavailable, family)
     except ValueError as exc:
         raise DecodeError(f"invalid change event for {table}: {exc}") from exc
 
@@ -282,10 +292,17 @@ def _postgres(source: Source) -> tuple[str, SourcePosition, str]:
         )
     table = f"{source.schema}.{source.table}"
     lsn = source.lsn if source.lsn is not None else _last_sequence_lsn(source.sequence)
-    try:
-        return table, SourcePosition((lsn,)), pg_tx(source.tx_id)
-    except ValueError as exc:
-        raise DecodeError(f"invalid source position for {table}: {exc}") from exc
+    _in_range(table, "txId", source.tx_id, TXID_RANGE)
+    _in_range(table, "lsn", lsn, LSN_RANGE)
+    return table, SourcePosition((lsn,)), pg_tx(source.tx_id)
+
+
+def _in_range(table: str, name: str, value: int, allowed: range) -> None:
+    if value not in allowed:
+        raise DecodeError(
+            f"source.{name} {value} of {table} is not a position or transaction id the "
+            f"connector sends: outside [{allowed.start}, {allowed.stop})"
+        )
 
 
 def _last_sequence_lsn(sequence: str | None) -> int:
@@ -308,15 +325,12 @@ def _mysql(source: Source) -> tuple[str, SourcePosition, str]:
     index = _BINLOG_INDEX.search(source.file)
     if index is None:
         raise DecodeError(f"binlog file name {source.file!r} has no numeric suffix")
-    position = _position(table, int(index.group(1)), source.pos, source.row or 0)
-    return table, position, source.gtid or f"{source.file}:{source.pos}"
-
-
-def _position(table: str, *parts: int) -> SourcePosition:
-    try:
-        return SourcePosition(parts)
-    except ValueError as exc:
-        raise DecodeError(f"invalid source position for {table}: {exc}") from exc
+    number, row = int(index.group(1)), source.row or 0
+    _in_range(table, "file", number, BINLOG_INDEX_RANGE)
+    _in_range(table, "pos", source.pos, BINLOG_POS_RANGE)
+    _in_range(table, "row", row, BINLOG_ROW_RANGE)
+    tx = source.gtid or f"{source.file}:{source.pos}"
+    return table, SourcePosition((number, source.pos, row)), tx
 
 
 def strip_unavailable(row: dict[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:

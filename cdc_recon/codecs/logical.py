@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from cdc_recon.exceptions import DecodeError
+from cdc_recon.fit import instant_problem, zoned_timestamp_problem
 
 Converter = Callable[[Any], Any]
 
@@ -55,6 +56,7 @@ _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 EPOCH = dt.datetime(1970, 1, 1)
 CACHED_SCHEMAS = 512
+MIN_SCALE, MAX_SCALE = -1000, 1000  # PostgreSQL's numeric scales
 
 
 class ConnectSchema(msgspec.Struct, frozen=True):
@@ -96,34 +98,56 @@ class RowConverter:
 IDENTITY = RowConverter()
 
 
-def to_decimal(literal: str | None, scale: int | None) -> Converter:
+def to_decimal(literal: str | None, scale: int) -> Converter:
     """Connect `Decimal`: base64 (JSON) or raw (Avro) big-endian two's complement bytes.
 
-    A JSON number (`decimal.format=NUMERIC`) or a decimal string is taken as it is, and
-    an already converted `Decimal` (fastavro's `decimal` logical type) passes through.
+    A JSON number (`decimal.format=NUMERIC`) or a decimal string is taken as it is when
+    it has at most `scale` decimal places (never rounded), and an already converted
+    `Decimal` (fastavro's `decimal` logical type) passes through.
     """
-    exponent = Decimal(1).scaleb(-scale) if scale is not None else None
+    exponent = Decimal(1).scaleb(-scale)
 
     def convert(value: Any) -> Decimal:
         if type(value) is str:
             if literal == "bytes":
-                return _unscaled(binascii.a2b_base64(value, strict_mode=True), scale or 0)
+                return _unscaled(binascii.a2b_base64(value, strict_mode=True), scale)
             return Decimal(value)
         if isinstance(value, Decimal):
             return value
         if isinstance(value, bytes):
-            return _unscaled(value, scale or 0)
+            return _unscaled(value, scale)
         if isinstance(value, int | float) and not isinstance(value, bool):
             number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
-            return number.quantize(exponent, context=_EXACT) if exponent is not None else number
+            exact = number.quantize(exponent, context=_EXACT)
+            if exact != number:
+                raise ValueError(f"has more than {scale} decimal places")
+            return exact
         raise TypeError(f"unexpected {type(value).__name__}")
 
     return convert
 
 
 def _unscaled(raw: bytes, scale: int) -> Decimal:
+    if not raw:
+        raise ValueError("no bytes: an unscaled value has at least one")
     # scaleb in an unbounded context: the default one would round to 28 digits
     return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale, _EXACT)
+
+
+def decimal_scale(parameters: Mapping[str, Any] | None) -> int:
+    """A Connect Decimal's `scale` parameter: required (the bytes mean nothing without
+    it), an integer (JSON text of one, as the converter writes it) within PostgreSQL's
+    numeric scales."""
+    scale = (parameters or {}).get("scale")
+    if scale is None:
+        raise DecodeError("Decimal schema without a scale parameter")
+    try:
+        number = int(scale) if type(scale) is str else scale
+    except ValueError:
+        number = None
+    if type(number) is not int or not MIN_SCALE <= number <= MAX_SCALE:
+        raise DecodeError(f"Decimal schema with an invalid scale {scale!r}")
+    return number
 
 
 def variable_scale_decimal(value: Any) -> Decimal:
@@ -133,8 +157,8 @@ def variable_scale_decimal(value: Any) -> Decimal:
     if not isinstance(value, dict):
         raise TypeError(f"expected a struct, got {type(value).__name__}")
     scale, raw = value["scale"], value["value"]
-    if type(scale) is not int:
-        raise TypeError("scale must be an integer")
+    if type(scale) is not int or not MIN_SCALE <= scale <= MAX_SCALE:
+        raise ValueError(f"scale must be an integer in [{MIN_SCALE}, {MAX_SCALE}]")
     if isinstance(raw, str):
         raw = binascii.a2b_base64(raw, strict_mode=True)
     if not isinstance(raw, bytes):
@@ -181,10 +205,15 @@ def since_epoch(per_second: int) -> Converter:
 
 
 def zoned_timestamp(value: Any) -> dt.datetime:
+    """Debezium's ISO_OFFSET_DATE_TIME text: a full time and an offset, nothing looser
+    (a date alone, a missing zone or a week date would be guessed at, not read)."""
     if isinstance(value, dt.datetime):
-        return value
-    parsed = dt.datetime.fromisoformat(_text(value))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+        problem = instant_problem(value)
+    else:
+        problem = zoned_timestamp_problem(_text(value))
+    if problem is not None:
+        raise ValueError(problem)
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
 def zoned_time(value: Any) -> dt.time:
@@ -256,11 +285,7 @@ def converter_for(
     if literal == "array":
         return None if items is None else _each(items)
     if name == CONNECT_DECIMAL:
-        scale = (parameters or {}).get("scale")
-        try:
-            return to_decimal(literal, None if scale is None else int(scale))
-        except (TypeError, ValueError) as exc:
-            raise DecodeError(f"Decimal schema with an invalid scale {scale!r}") from exc
+        return to_decimal(literal, decimal_scale(parameters))
     convert = _SIMPLE.get(name) if name is not None else None
     if convert is None and literal == "bytes":
         return to_bytes

@@ -64,7 +64,8 @@ def to_event(message: PlainMessage) -> ChangeEvent:
         after = message.data
     try:
         position = SourcePosition((ts_ms,))
-        return ChangeEvent(message.table, op, row_key(message.key), after, position, ts_ms)
+        key = row_key(message.key)
+        return ChangeEvent(message.table, op, key, after, position, ts_ms, connector="plain")
     except ValueError as exc:
         raise DecodeError(f"invalid plain-format change of {message.table!r}: {exc}") from exc
 

@@ -46,6 +46,7 @@ import sqlalchemy as sa
 
 from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, TopicPartitionKey
 from cdc_recon.config import Settings
+from cdc_recon.db import isolate
 from cdc_recon.db import statements as st
 from cdc_recon.db.encode import (
     Encoded,
@@ -57,7 +58,8 @@ from cdc_recon.db.encode import (
     superseded_lines,
 )
 from cdc_recon.db.reflect import reflect_target
-from cdc_recon.events import Op
+from cdc_recon.db.sqlstate import is_unavailable
+from cdc_recon.events import ChangeEvent, Op
 from cdc_recon.exceptions import (
     ApplyError,
     ConfigError,
@@ -69,7 +71,6 @@ from cdc_recon.mapping import MappedChange, TableMapper, collapse
 # COPY data goes to the server in chunks of this size; few chunks means few GIL
 # hand-offs for the worker thread while the service's thread decodes the next batch.
 COPY_CHUNK = 4 << 20
-_TRANSIENT_STATES = ("40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300")
 
 
 class Applier:
@@ -88,7 +89,8 @@ class Applier:
         for index, mapping in enumerate(self.settings.tables):
             shape = reflect_target(self.engine, mapping, index)
             try:
-                self._mappers[mapping.source] = TableMapper(mapping, shape)
+                family = mapping.source_family(self.settings.format)
+                self._mappers[mapping.source] = TableMapper(mapping, shape, family)
             except ValueError as exc:
                 raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
             self._tables[shape.table] = st.TableStatements(
@@ -116,8 +118,10 @@ class Applier:
             cur = fairy.cursor()
             cur.execute("SET TIME ZONE 'UTC'")
             cur.execute(st.ledger_stage_ddl())
+            cur.execute(isolate.ADVANCED_DDL)
             for table in self._tables.values():
                 cur.execute(table.create_stage())
+                cur.execute(isolate.text_stage_ddl(table))
             cur.close()
             fairy.commit()
             self._fairy = fairy
@@ -154,25 +158,35 @@ class Applier:
     def prepare_batch(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
         """Steps 1-2: map, collapse and encode, without touching the database."""
         batch = PreparedBatch()
-        mapper_for, mapped, truncate = self._mappers.get, batch.changes.append, Op.TRUNCATE
+        mapped, failed, truncate = batch.changes.append, batch.failures.append, Op.TRUNCATE
         for item in items:
             if isinstance(item, Failure):
-                batch.failures.append(item)
+                failed(item)
                 continue
             event = item.event
             if event is None or event.op is truncate:
                 batch.skipped += 1
                 continue
-            mapper = mapper_for(event.table)
-            try:
-                if mapper is None:
-                    raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
-                mapped(mapper.change(item))
-            except MappingError as exc:
-                failure = Failure(item.message, FailureReason.UNMAPPED, str(exc), event.table)
-                batch.failures.append(failure)
+            change = self._map(item, event)
+            if isinstance(change, Failure):
+                failed(change)
+            else:
+                mapped(change)
         batch.encoded = self._encode(batch.changes)
         return batch
+
+    def _map(self, item: Decoded, event: ChangeEvent) -> MappedChange | Failure:
+        """One event in target terms, or the failure that quarantines its message."""
+        mapper = self._mappers.get(event.table)
+        try:
+            if mapper is None:
+                raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
+            return mapper.change(item)
+        except MappingError as exc:
+            return Failure(item.message, exc.reason, str(exc), event.table)
+        except Exception as exc:  # a value the mapper did not foresee is its message's
+            detail = f"{type(exc).__name__}: {exc}"
+            return Failure(item.message, FailureReason.INVALID, detail, event.table)
 
     def write(
         self,
@@ -211,9 +225,9 @@ class Applier:
         changes: list[MappedChange],
         encoded: Encoded | None,
         result: ApplyResult,
-        careful: bool = False,
     ) -> list[Failure]:
-        """Write under a savepoint; bisect to isolate the changes the target rejects.
+        """Write under a savepoint; when the target rejects a row, write the batch again
+        row by row (`db.isolate`) and return the rejected changes' failures.
 
         The quick way first: the ledger rows are COPYed into the ledger itself. When one
         of their change ids is there already (a redelivery, a replay), the batch is
@@ -221,30 +235,87 @@ class Applier:
         """
         if not changes:
             return []
+        encoded = encoded or self._encode(changes)
         cur.execute("SAVEPOINT cdcr_batch")
         written = ApplyResult()
         try:
-            encoded = encoded or self._encode(changes)
-            if careful:
-                self._write_careful(cur, changes, encoded, written)
-            else:
+            try:
                 self._write_quick(cur, changes, encoded, written)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
-            self._clear_stages(cur)
-            if not careful and _known_change(exc):
-                return self._write_isolating(cur, changes, encoded, result, careful=True)
-            if len(changes) == 1:
-                change = changes[0]
-                detail = (exc.pgerror or str(exc)).strip().splitlines()[0]
-                source = change.decoded.event.table if change.decoded.event else None
-                return [Failure(change.decoded.message, FailureReason.REJECTED, detail, source)]
-            middle = len(changes) // 2
-            first = self._write_isolating(cur, changes[:middle], None, result, careful)
-            return first + self._write_isolating(cur, changes[middle:], None, result, careful)
+            except psycopg2.Error as exc:
+                if not _known_change(exc):
+                    raise
+                self._restart(cur)
+                written = ApplyResult()
+                self._write_careful(cur, changes, encoded, written)
+        except psycopg2.Error as exc:
+            if is_unavailable(exc.pgcode):
+                raise
+            self._restart(cur)
+            return self._write_row_by_row(cur, changes, encoded, result, _first_line(exc))
         cur.execute("RELEASE SAVEPOINT cdcr_batch")
         _add_counts(result, written)
         return []
+
+    def _restart(self, cur: Any) -> None:
+        """Back to the batch's savepoint, with empty stages."""
+        cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
+        self._clear_stages(cur)
+
+    def _write_row_by_row(
+        self,
+        cur: Any,
+        changes: list[MappedChange],
+        encoded: Encoded,
+        result: ApplyResult,
+        first_error: str,
+    ) -> list[Failure]:
+        """Steps 1-5 of `db.isolate`: one pass, each row alone; rejected keys' changes
+        come back as failures. If even this fails on the data (nothing left to blame
+        but the batch), every change is quarantined with the error, never retried
+        forever."""
+        written = ApplyResult()
+        try:
+            rejected = self._rows_one_by_one(cur, changes, encoded, written)
+        except psycopg2.Error as exc:
+            if is_unavailable(exc.pgcode):
+                raise
+            self._restart(cur)
+            detail = (
+                "rejected with its batch, which could not be written row by row: "
+                f"{_first_line(exc)} (first: {first_error})"
+            )
+            return [_rejected(change, detail) for change in changes]
+        cur.execute("RELEASE SAVEPOINT cdcr_batch")
+        _add_counts(result, written)
+        return [
+            _rejected(change, rejected[change.target, change.key_text])
+            for change in changes
+            if (change.target, change.key_text) in rejected
+        ]
+
+    def _rows_one_by_one(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> dict[tuple[str, str], str]:
+        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
+        cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
+        rejected: dict[tuple[str, str], str] = {}
+        for stage in encoded.tables:
+            table = stage.table
+            name = table.shape.table
+            text = io.StringIO(stage.text)
+            cur.copy_expert(isolate.copy_text_stage(table), text, size=COPY_CHUNK)
+            cur.execute(isolate.row_function(table, stage.missing_sets))
+            cur.execute(f"SELECT * FROM {isolate.function_name(table)}()")
+            bad = {key: f"{message} (SQLSTATE {state})" for key, state, message in cur.fetchall()}
+            rejected.update(((name, key), detail) for key, detail in bad.items())
+            cur.execute(isolate.move_ledger(table), {"table": name, "rejected": list(bad)})
+            for op, outcome, count in cur.fetchall():
+                _count(result, name, op, outcome, count)
+            cur.execute(isolate.clear(table))
+        cur.execute("TRUNCATE _cdcr_ledger")
+        accepted = sum((c.target, c.key_text) not in rejected for c in changes)
+        result.duplicates += accepted - (result.applied + result.superseded)
+        return rejected
 
     def _clear_stages(self, cur: Any) -> None:
         cur.execute("TRUNCATE _cdcr_ledger")
@@ -303,14 +374,9 @@ class Applier:
             cur.execute(table.advance(), {"table": table.shape.table})
             for op, outcome, count in cur.fetchall():
                 recorded += count
-                if outcome == "applied":
-                    result.applied += count
-                    label = (table.shape.table, op)
-                    result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
-                else:
-                    result.superseded += count
+                _count(result, table.shape.table, op, outcome, count)
             self._write_rows(cur, stage)
-        cur.execute("TRUNCATE _cdcr_ledger")  # a bisected batch stages its next half
+        cur.execute("TRUNCATE _cdcr_ledger")
         result.duplicates += encoded.ledger.changes - recorded
 
     def _write_rows(self, cur: Any, stage: EncodedTable) -> None:
@@ -357,22 +423,24 @@ class Applier:
         )
 
     def _fail(self, exc: psycopg2.Error) -> NoReturn:
-        """Roll back, drop the connection if it is broken, and raise our error."""
+        """Roll back, drop the connection if it is broken, and raise our error.
+
+        Unavailable (`db.sqlstate`): `TransientDatabaseError`, and the batch is retried.
+        Anything else reached here outside the rows (storing failures or offsets) is a
+        fault of ours, not of the data: `ApplyError`, which stops the service with it.
+        """
         try:
             if self._fairy is not None:
                 self._fairy.rollback()
         except psycopg2.Error:
             pass
-        transient = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) or (
-            exc.pgcode or ""
-        ).startswith(("08",) + _TRANSIENT_STATES)
-        if transient:
+        if is_unavailable(exc.pgcode):
             # A broken connection must not go back to the pool (its reset would fail loudly).
             if self._fairy is not None:
                 self._fairy.invalidate()
                 self._fairy = None
             raise TransientDatabaseError(f"target database: {_first_line(exc)}") from exc
-        raise ApplyError(f"target database rejected the batch: {_first_line(exc)}") from exc
+        raise ApplyError(f"target database refused the batch: {_first_line(exc)}") from exc
 
 
 def _known_change(exc: psycopg2.Error) -> bool:
@@ -381,6 +449,19 @@ def _known_change(exc: psycopg2.Error) -> bool:
         isinstance(exc, psycopg2.errors.UniqueViolation)
         and exc.diag.constraint_name == "ledger_change_id"
     )
+
+
+def _count(result: ApplyResult, table: str, op: str, outcome: str, count: int) -> None:
+    if outcome == "applied":
+        result.applied += count
+        result.applied_by_table[table, op] = result.applied_by_table.get((table, op), 0) + count
+    else:
+        result.superseded += count
+
+
+def _rejected(change: MappedChange, detail: str) -> Failure:
+    source = change.decoded.event.table if change.decoded.event else None
+    return Failure(change.decoded.message, FailureReason.REJECTED, detail, source)
 
 
 def _add_counts(result: ApplyResult, written: ApplyResult) -> None:

@@ -93,7 +93,8 @@ class TargetPreview:
         for index, mapping in enumerate(settings.tables):
             shape = reflect_target(engine, mapping, index)
             try:
-                self._mappers[mapping.source] = TableMapper(mapping, shape)
+                family = mapping.source_family(settings.format)
+                self._mappers[mapping.source] = TableMapper(mapping, shape, family)
             except ValueError as exc:
                 raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
 

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from cdc_recon.config import TableMapping
+from cdc_recon.db.sql import quote_table
 from cdc_recon.exceptions import ConfigError
 from cdc_recon.mapping import TargetShape
 
@@ -32,16 +33,29 @@ def reflect_target(engine: sa.Engine, mapping: TableMapping, index: int) -> Targ
             key=f"tables.{index}.key",
         )
     json_types = (postgresql.JSON, postgresql.JSONB, sa.JSON)
+    names = tuple(column["name"] for column in columns)
     try:
         return TargetShape(
             table=mapping.target,
-            columns=tuple(column["name"] for column in columns),
+            columns=names,
             key=key,
+            types=_column_types(engine, mapping.target, names),
             json_columns=frozenset(c["name"] for c in columns if isinstance(c["type"], json_types)),
             array_columns=frozenset(c["name"] for c in columns if isinstance(c["type"], sa.ARRAY)),
         )
     except ValueError as exc:
         raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
+
+
+def _column_types(engine: sa.Engine, table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """Each column's type as PostgreSQL writes it (`format_type`: `numeric(12,2)`)."""
+    query = sa.text(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(:table) AND attnum > 0 AND NOT attisdropped"
+    )
+    with engine.connect() as conn:
+        types: dict[str, str] = dict(conn.execute(query, {"table": quote_table(table)}).all())
+    return tuple(types[column] for column in columns)
 
 
 def _identity_always(column: object) -> bool:

@@ -79,6 +79,9 @@ class SourceRead:
     read_ms: int
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     absent: frozenset[str] = frozenset()
+    # The absent keys' values as the key columns' types hold them (a delete's key must
+    # have the types a message key would: 3, not "3").
+    absent_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ def rows_by_key(mapping: TableMapping, *, lock: bool = True) -> str:
         f"SELECT {_key_text_sql(mapping.key)}, t.* "
         f"FROM jsonb_populate_recordset(NULL::{table}, %(keys)s::jsonb) AS k "
         f"JOIN {table} AS t ON {match}" + (" FOR SHARE OF t" if lock else "")
+    )
+
+
+def typed_keys(mapping: TableMapping) -> str:
+    """key_text and the key columns of `%(keys)s`, cast to the table's column types."""
+    table = quote_table(mapping.source)
+    columns = ", ".join(f"t.{quote_ident(c)}" for c in mapping.key)
+    return (
+        f"SELECT {_key_text_sql(mapping.key)}, {columns} "
+        f"FROM jsonb_populate_recordset(NULL::{table}, %(keys)s::jsonb) AS t"
     )
 
 
@@ -240,13 +253,19 @@ class SourceRows:
             lsn, xid, read_ms = conn.exec_driver_sql(POSITION).one()
             writers = conn.exec_driver_sql(WRITERS, {"table": table}).scalar_one()
             self._wait_for(conn, table, list(writers))
-            sql = rows_by_key(mapping, lock=False)
+            params = {"keys": key_objects(keys, mapping.key)}
             present = {
-                row[0]
-                for row in conn.exec_driver_sql(sql, {"keys": key_objects(keys, mapping.key)})
+                row[0] for row in conn.exec_driver_sql(rows_by_key(mapping, lock=False), params)
+            }
+            typed = {
+                row[0]: dict(zip(mapping.key, row[1:], strict=True))
+                for row in conn.exec_driver_sql(typed_keys(mapping), params)
             }
         absent = frozenset(k for k in keys if k not in present)
-        return SourceRead(mapping.source, int(lsn), int(xid), int(read_ms), absent=absent)
+        found = {k: typed[k] for k in absent if k in typed}
+        return SourceRead(
+            mapping.source, int(lsn), int(xid), int(read_ms), absent=absent, absent_keys=found
+        )
 
     def _wait_for(self, conn: sa.Connection, table: str, writers: list[str]) -> None:
         deadline = time.monotonic() + self._writers_timeout

@@ -32,6 +32,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A name from the configuration as an SQL string literal (standard conforming)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def quote_table(qualified: str) -> str:
     """`schema.table` (or `table`) as a quoted, qualified identifier."""
     return ".".join(quote_ident(part) for part in qualified.split(".", 1))

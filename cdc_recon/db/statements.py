@@ -99,17 +99,21 @@ class TableStatements:
 
     def _advanced(self) -> str:
         """The CTE `adv`: the key_state upsert, guarded by position."""
+        rows = f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {quote_ident(self.stage)}"
+        return f"adv AS ({self.key_state_upsert(rows)} RETURNING ks.key_text, ks.previous_position)"
+
+    def key_state_upsert(self, rows: str) -> str:
+        """Advance key_state from `rows` (table, key, position, deleted, incomplete) where
+        they are newer than the stored position (the guard of P3); no RETURNING."""
         schema = quote_ident(self.control_schema)
         return (
-            f"adv AS (INSERT INTO {schema}.key_state AS ks "
-            f"(target_table, key_text, position, deleted, incomplete) "
-            f"SELECT %(table)s, _key, _pos, _op = 'd', _gap FROM {quote_ident(self.stage)} "
+            f"INSERT INTO {schema}.key_state AS ks "
+            f"(target_table, key_text, position, deleted, incomplete) {rows} "
             f"ON CONFLICT (target_table, key_text) DO UPDATE SET position = EXCLUDED.position, "
             f"previous_position = ks.position, deleted = EXCLUDED.deleted, updated_at = now(), "
             f"incomplete = CASE WHEN ks.deleted THEN EXCLUDED.incomplete "
             f"ELSE ks.incomplete AND EXCLUDED.incomplete END "
-            f"WHERE ks.position < EXCLUDED.position "
-            f"RETURNING ks.key_text, ks.previous_position)"
+            f"WHERE ks.position < EXCLUDED.position"
         )
 
     def advance(self) -> str:
@@ -125,22 +129,12 @@ class TableStatements:
         position at least as new as all of its changes here). A change id already in the
         ledger (redelivery, replay) is skipped and counts as a duplicate.
         """
-        schema = quote_ident(self.control_schema)
         stage = quote_ident(self.stage)
-        staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
         return (
             f"WITH {self._advanced()}, "
             f"stale AS (DELETE FROM {stage} s WHERE NOT EXISTS "
             f"(SELECT 1 FROM adv WHERE adv.key_text = s._key)), "
-            f"ins AS (INSERT INTO {schema}.ledger ({LEDGER_COLUMNS}, source_ts, outcome) "
-            f"SELECT {staged}, {source_ts('l.source_ts_ms')}, "
-            f"CASE WHEN adv.key_text IS NOT NULL AND NOT l.late AND (adv.previous_position "
-            f"IS NULL OR l.position > adv.previous_position) THEN 'applied' ELSE 'superseded' END "
-            f"FROM _cdcr_ledger l LEFT JOIN adv ON adv.key_text = l.key_text "
-            f"WHERE l.target_table = %(table)s "
-            f"ON CONFLICT ({change_id_order('change_id')}, change_id) DO NOTHING "
-            f"RETURNING op, outcome) "
-            f"SELECT op, outcome, count(*) FROM ins GROUP BY 1, 2"
+            f"{ledger_move(self.control_schema, 'adv', 'l.target_table = %(table)s')}"
         )
 
     def upsert(self, missing: frozenset[int]) -> str:
@@ -148,18 +142,28 @@ class TableStatements:
         cached = self._upserts.get(missing)
         if cached is not None:
             return cached
-        present = [c for i, c in enumerate(self.shape.columns) if i not in missing]
+        present = self.present(missing)
+        quoted = ", ".join(quote_ident(c) for c in present)
+        rows = (
+            f"SELECT {quoted} FROM {quote_ident(self.stage)} "
+            "WHERE _op <> 'd' AND _uset = %(uset)s"
+        )
+        sql = self.row_upsert(present, rows)
+        self._upserts[missing] = sql
+        return sql
+
+    def present(self, missing: frozenset[int]) -> list[str]:
+        """The columns a row lacking `missing` writes (the others keep their values)."""
+        return [c for i, c in enumerate(self.shape.columns) if i not in missing]
+
+    def row_upsert(self, present: list[str], rows: str) -> str:
+        """INSERT `rows` (values of `present`, in order) or update the row of their key."""
         quoted = ", ".join(quote_ident(c) for c in present)
         keys = ", ".join(quote_ident(c) for c in self.shape.key)
         updates = [c for c in present if c not in self.shape.key]
         assignments = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in updates)
         action = f"DO UPDATE SET {assignments}" if updates else "DO NOTHING"
-        sql = (
-            f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM {quote_ident(self.stage)} "
-            f"WHERE _op <> 'd' AND _uset = %(uset)s ON CONFLICT ({keys}) {action}"
-        )
-        self._upserts[missing] = sql
-        return sql
+        return f"INSERT INTO {self.table} ({quoted}) {rows} ON CONFLICT ({keys}) {action}"
 
     def delete(self) -> str:
         match = " AND ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in self.shape.key)
@@ -171,6 +175,30 @@ class TableStatements:
                 f"WHERE s._op = 'd' AND {match}"
             )
         return f"DELETE FROM {self.table} t USING {stage} s WHERE s._op = 'd' AND {match}"
+
+
+def ledger_move(schema: str, advanced: str, where: str) -> str:
+    """`ins AS (...) SELECT ...`, to follow WITH: the staged ledger lines
+    (`_cdcr_ledger l`) matching `where` moved into the ledger, classified against
+    `advanced` (key_text, previous_position: the keys that advanced); returns
+    (op, outcome, count) rows.
+
+    A line is `applied` when its key advanced and it is newer than that old position
+    and than every change of the key before it in the batch (`late`); `superseded`
+    otherwise. A change id already in the ledger is skipped: a duplicate.
+    """
+    staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
+    return (
+        f"ins AS (INSERT INTO {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}, source_ts, "
+        f"outcome) SELECT {staged}, {source_ts('l.source_ts_ms')}, "
+        f"CASE WHEN adv.key_text IS NOT NULL AND NOT l.late AND (adv.previous_position "
+        f"IS NULL OR l.position > adv.previous_position) THEN 'applied' ELSE 'superseded' END "
+        f"FROM _cdcr_ledger l LEFT JOIN {advanced} adv ON adv.key_text = l.key_text "
+        f"WHERE {where} "
+        f"ON CONFLICT ({change_id_order('change_id')}, change_id) DO NOTHING "
+        f"RETURNING op, outcome) "
+        f"SELECT op, outcome, count(*) FROM ins GROUP BY 1, 2"
+    )
 
 
 def source_ts(millis: str) -> str:

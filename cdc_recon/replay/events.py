@@ -128,7 +128,7 @@ def reread_events(read: SourceRead, mapping: TableMapping) -> dict[str, Decoded]
         value = orjson.dumps(row, default=_jsonable)
         events[key] = Decoded(Message(topic, index, read.lsn, key.encode(), value), event)
     for index, key in enumerate(sorted(read.absent), start=len(read.rows)):
-        columns = key_object(key, mapping.key)
+        columns = read.absent_keys.get(key) or key_object(key, mapping.key)
         event = ChangeEvent(read.table, Op.DELETE, columns, None, position, read.read_ms, tx)
         events[key] = Decoded(Message(topic, index, read.lsn, key.encode(), None), event)
     return events

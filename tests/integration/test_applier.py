@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from cdc_recon.batch import Decoded, Failure, FailureReason, Message
+from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.db.applier import Applier
 from cdc_recon.db.schema import init_control_schema
@@ -167,31 +169,44 @@ def test_types_reach_their_columns(setup: tuple[Applier, Database]) -> None:
     assert row[3] == payload and row[4] == ["x", 'q"uote', None] and row[5] == Decimal("12.50")
 
 
-def test_unmapped_table_and_rejected_row_are_quarantined(
+def test_unmapped_table_invalid_value_and_rejected_row_are_quarantined(
     setup: tuple[Applier, Database],
 ) -> None:
     applier, db = setup
+    with db.engine.begin() as conn:  # a rule only the target knows
+        conn.execute(sa.text(f"ALTER TABLE {db.table('customers')} ADD CHECK (score >= 0)"))
     good = event(1, 10, Op.CREATE)
     too_long = event(2, 11, Op.CREATE, name="x" * 50)
     stranger = event(3, 12, Op.CREATE)
     assert stranger.event is not None
     stranger = Decoded(stranger.message, stranger.event.replace(table="public.secrets"))
     undecodable = Failure(Message("t", 0, 999, None, b"\xff"), FailureReason.UNDECODABLE, "bad")
+    negative = event(5, 14, Op.CREATE, score=Decimal("-1.00"))
     result = applier.apply(
-        [good, too_long, stranger, undecodable, event(4, 13, Op.CREATE)], {}, "g"
+        [good, too_long, stranger, undecodable, event(4, 13, Op.CREATE), negative], {}, "g"
     )
     assert sorted(rows(db)) == [1, 4]
-    assert sorted(f.reason for f in result.failures) == ["rejected", "undecodable", "unmapped"]
+    assert sorted(f.reason for f in result.failures) == [
+        "invalid",
+        "rejected",
+        "undecodable",
+        "unmapped",
+    ]
     with db.engine.connect() as conn:
         stored = conn.execute(
-            sa.text(f"SELECT reason, kafka_offset, raw_value FROM {db.table('failures')}")
+            sa.text(f"SELECT reason, kafka_offset, raw_value, detail FROM {db.table('failures')}")
         ).all()
-    assert {(r, o) for r, o, _ in stored} == {
-        ("rejected", too_long.message.offset),
+    assert {(r, o) for r, o, _, _ in stored} == {
+        ("invalid", too_long.message.offset),
+        ("rejected", negative.message.offset),
         ("unmapped", stranger.message.offset),
         ("undecodable", 999),
     }
-    assert any(bytes(raw) == b"\xff" for _, _, raw in stored)
+    details = {r: d for r, _, _, d in stored}
+    assert "is longer than 20 characters" in details["invalid"]
+    assert "check constraint" in details["rejected"] and "23514" in details["rejected"]
+    assert any(bytes(raw) == b"\xff" for _, _, raw, _ in stored)
+    assert ledger_count(db) == 2
     with db.engine.connect() as conn:
         tables = conn.execute(
             sa.text("SELECT count(*) FROM pg_tables WHERE tablename = 'secrets'")
@@ -199,19 +214,16 @@ def test_unmapped_table_and_rejected_row_are_quarantined(
     assert tables == 0
 
 
-def test_a_source_time_past_year_9999_is_quarantined(setup: tuple[Applier, Database]) -> None:
+def test_a_source_time_past_year_9999_is_quarantined() -> None:
     """The ledger's source time comes from the event: one no date can hold is refused
-    with its value named, and the changes around it are applied."""
-    applier, db = setup
-    odd = event(2, 11, Op.CREATE)
-    assert odd.event is not None
-    odd = Decoded(odd.message, odd.event.replace(source_ts_ms=400_000_000_000_000))
-    result = applier.apply([event(1, 10, Op.CREATE), odd, event(3, 12, Op.CREATE)], {}, "g")
-    assert sorted(rows(db)) == [1, 3]
-    assert [(f.reason, f.message.offset) for f in result.failures] == [
-        ("rejected", odd.message.offset)
-    ]
-    assert "source_ts_ms 400000000000000 is out of range" in result.failures[0].detail
+    with its value named, before anything reaches the target."""
+    value = (
+        b'{"op":"c","after":{"id":2},"source":{"connector":"postgresql","ts_ms":'
+        b'400000000000000,"schema":"public","table":"customers","txId":5,"lsn":11}}'
+    )
+    [failure] = decode_batch([Message("t", 0, 7, b'{"id":2}', value)], "debezium", None)
+    assert isinstance(failure, Failure) and failure.reason == "undecodable"
+    assert "source time 400000000000000 ms is outside years 1-9999" in failure.detail
 
 
 def test_offsets_are_stored_with_the_batch(setup: tuple[Applier, Database]) -> None:

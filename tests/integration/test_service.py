@@ -324,7 +324,7 @@ def test_poison_messages_are_quarantined_and_good_events_applied(
     poison = {
         1: ((b'{"payload":{"id":9}}', b"{this is not json"), "undecodable"),
         3: (orders.insert({"id": 1, "total": 5}), "unmapped"),
-        5: (customers.insert({"id": 100, "name": "far too long", "email": None}), "rejected"),
+        5: (customers.insert({"id": 100, "name": "far too long", "email": None}), "invalid"),
         7: (customers.insert({"id": 101, "name": None, "email": "x"}), "rejected"),
     }
     messages: list[KeyValue] = []
@@ -366,7 +366,8 @@ def test_poison_messages_are_quarantined_and_good_events_applied(
 
     status = json.loads(deployment.run("status", "--json").stdout)
     assert status["failures"] == {
-        "rejected": {"open": 2},
+        "invalid": {"open": 1},
+        "rejected": {"open": 1},
         "undecodable": {"open": 1},
         "unmapped": {"open": 1},
     }
