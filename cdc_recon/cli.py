@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from cdc_recon import __version__
+from cdc_recon.batch import printable
 from cdc_recon.cli_reconcile import reconcile, review_app
 from cdc_recon.cli_replay import replay
 from cdc_recon.cli_report import report
@@ -59,6 +60,15 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class OneLineFormatter(logging.Formatter):
+    """Each log record on one line: a newline or other control character in a message
+    (a table name from an event, say) is written as an escape, so that no input can
+    forge a log line. Tracebacks (`--debug`) follow as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return printable(super().formatMessage(record))
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -72,10 +82,9 @@ def main_options(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     if not debug:  # librdkafka retries loudly; its errors reach the user as ours
         logging.getLogger("cdc_recon.kafka").setLevel(logging.CRITICAL)
     ctx.obj = State(config, debug)
@@ -256,11 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     except CdcReconError as exc:
         if "--debug" in args:
             raise
-        typer.echo(f"cdc-recon: error: {exc}", err=True)
+        typer.echo(f"cdc-recon: error: {printable(str(exc), 1000)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("cdc-recon: interrupted", err=True)
         return 130
+    except Exception as exc:  # a bug of ours: still one line, naming the cause
+        if "--debug" in args:
+            raise
+        cause = printable(f"{type(exc).__name__}: {exc}", 1000)
+        typer.echo(f"cdc-recon: internal error: {cause} (--debug shows where)", err=True)
+        return 1
     return 0
 
 

@@ -60,11 +60,16 @@ class ApplyPipeline:
         self._depth = max(depth, 1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-recon-apply")
         self._inflight: deque[tuple[Future[ApplyResult], int, dict[TPKey, int], Any]] = deque()
-        self._failed = False  # set by the worker; read by it before each batch
+        self._error: BaseException | None = None  # the first failure; set by the worker
 
     @property
     def busy(self) -> bool:
         return bool(self._inflight)
+
+    @property
+    def failed(self) -> bool:
+        """A batch failed: the ones after it were not applied, and will not be."""
+        return self._error is not None
 
     def submit(self, batch: Any, offsets: dict[TPKey, int], count: int) -> None:
         """Queue this batch; first wait for the oldest while `depth` are in flight."""
@@ -92,10 +97,11 @@ class ApplyPipeline:
         self._on_applied(future.result(), count, offsets)
 
     def _run(self, batch: Any, offsets: dict[TPKey, int]) -> ApplyResult:
-        if self._failed:
-            raise ApplyError("not applied: an earlier batch failed")
+        if self._error is not None:
+            # Named after its cause: this error may be the one a caller reports.
+            raise ApplyError(f"not applied after an earlier batch failed: {self._error}")
         try:
             return self._apply(batch, offsets)
-        except BaseException:
-            self._failed = True
+        except BaseException as exc:
+            self._error = exc
             raise

@@ -285,8 +285,12 @@ class Service:
         )
 
     def _before_revoke(self, partitions: Sequence[TPKey]) -> None:
-        """Partitions are going: commit what the target holds for them, while still ours."""
-        self._pipeline.drain()
+        """Partitions are going: commit what the target holds for them, while still ours.
+
+        After a failed batch nothing is drained: the failure is already on its way up,
+        and an error raised here (while leaving the group) would hide it."""
+        if not self._pipeline.failed:
+            self._pipeline.drain()
         if self._pending:
             self._commit_pending()
         for key in partitions:
