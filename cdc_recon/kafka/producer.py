@@ -31,10 +31,11 @@ Dead-letter protocol (promise P5: every failure has its dead letter, or its row 
    crash between steps 1 and 4, an earlier run that stopped before delivering), later
    only those pending for `STALE_AFTER` (those of an instance that died).
 3. `flush(timeout)` waits for the delivery reports: a delivered message is `sent`; a
-   broker's refusal of that message (too large for the topic after all, an invalid
-   record) is its outcome; anything else (a timeout, the broker unreachable, the topic
-   gone) leaves the message undelivered: `KafkaUnavailable` is raised, and the next
-   `flush()` produces it again. The service retries with backoff and says so.
+   broker's refusal of that message (an invalid record; too large for the topic after
+   all, once sent alone, as the broker refuses whole batches) is its outcome; anything
+   else (a timeout, the broker unreachable, the topic gone) leaves the message
+   undelivered: `KafkaUnavailable` is raised, and the next `flush()` produces it again.
+   The service retries with backoff and says so.
 4. Still in `flush()`, the outcomes go to the journal, one UPDATE of `pending` rows per
    call; a database error is raised and the next `flush()` records them again.
 
@@ -162,9 +163,11 @@ def size_dead_letter_topic(settings: Settings) -> DeadLetterSizing:
     elif limit < wanted:
         LOG.warning(
             "the dead-letter topic %s accepts %d bytes but messages of the topics read may "
-            "need %d: larger failures stay in the failures table (dead_letter too_large)",
+            "need %d: larger failures stay in the failures table (dead_letter too_large) "
+            "unless its max.message.bytes is raised to %d",
             topic,
             limit,
+            wanted,
             wanted,
         )
     return DeadLetterSizing(topic, limit, needed, created)
@@ -226,6 +229,7 @@ class DeadLetterProducer:
         self._in_flight = 0
         self._undelivered: list[tuple[Failure, KafkaError]] = []
         self._outcomes: list[Outcome] = []
+        self._alone: list[Failure] = []  # refused in a batch too large, to send alone
         self._backlog_at = clock()  # when the next look at the backlog is due
         self._backlog_after = 0  # the cursor of the current pass
         self._first_pass = True
@@ -239,7 +243,7 @@ class DeadLetterProducer:
             self._produce(failure)
         return len(failures) + self._send_backlog()
 
-    def _produce(self, failure: Failure) -> None:
+    def _produce(self, failure: Failure, *, alone: bool = False) -> None:
         hdrs = headers(failure)
         size = wire_size(failure.message, hdrs)
         if size > self.limit:
@@ -250,6 +254,8 @@ class DeadLetterProducer:
             self._in_flight -= 1
             if error is None:
                 self._outcomes.append((failure.message, DeadLetterState.SENT, None))
+            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE and not alone:
+                self._alone.append(failure)  # its batch was too large: was it this one?
             elif error.code() in MESSAGE_ERRORS:
                 self._settle(failure, MESSAGE_ERRORS[error.code()], f"refused: {error.str()}")
             else:
@@ -330,6 +336,12 @@ class DeadLetterProducer:
         for failure, _ in retry:
             self._produce(failure)
         self._producer.flush(timeout)
+        # The broker refuses a whole batch over the topic's limit (lowered since the
+        # start, say): each of its messages goes again alone, so that only one too large
+        # by itself is settled too_large.
+        while self._alone:
+            self._produce(self._alone.pop(0), alone=True)
+            self._producer.flush(timeout)
         self._record()
         if self._in_flight > 0:
             raise KafkaUnavailable(

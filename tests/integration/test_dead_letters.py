@@ -10,6 +10,8 @@ by the next run.
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +20,10 @@ import sqlalchemy as sa
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (  # not re-exported for mypy
+    AlterConfigOpType as AlterOp,
+)
+from confluent_kafka.admin._config import ConfigEntry, ConfigResource
 
 from tests.conftest import Database, Services, unique_name
 from tests.integration.events import ChangeLog, KeyValue
@@ -74,11 +80,26 @@ def end_offset(services: Services, topic: str) -> int:
 
 
 def topic_limit(admin: AdminClient, topic: str) -> int:
-    from confluent_kafka.admin._config import ConfigResource
-
     resource = ConfigResource("topic", topic)
     entries = admin.describe_configs([resource])[resource].result(timeout=10)
     return int(entries["max.message.bytes"].value)
+
+
+def set_topic_limit(admin: AdminClient, topic: str, limit: int) -> None:
+    entry = ConfigEntry("max.message.bytes", str(limit), incremental_operation=AlterOp.SET)
+    resource = ConfigResource("topic", topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=10)
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, seen: Callable[[], object], timeout: float = 60
+) -> None:
+    """Poll `condition` until true; at the deadline fail naming `what` and what was seen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}; saw {seen()!r}")
+        time.sleep(0.1)  # polling interval, not synchronisation
 
 
 @pytest.fixture
@@ -243,3 +264,33 @@ def test_init_upgrades_an_old_failures_table_and_the_next_run_sends_its_rows(
     [letter] = read_all(services, dlq, 1)
     assert (letter.key(), letter.value()) == (b"k", b"v")
     assert dict(letter.headers())["cdc_recon.offset"] == b"41"
+
+
+def test_when_the_dead_letter_topic_limit_drops_mid_run_only_the_large_one_is_refused(
+    deploy: Callable[..., Deployment],
+    services: Services,
+    target_db: Database,
+    kafka_admin: AdminClient,
+) -> None:
+    """The broker refuses a whole batch over the topic's limit: the small failure sent
+    with the large one still arrives, the large one is settled, nothing waits forever."""
+    deployment = deploy()
+    topic, dlq = deployment.config["topics"][0], deployment.config["dead_letter_topic"]
+    service = deployment.start("run")
+    wait_until(lambda: "assigned" in service.stderr, "partitions assigned", lambda: service.stderr)
+    set_topic_limit(kafka_admin, dlq, 100_000)  # below what the producer was sized to
+    large = b"{" + b"z" * 300_000
+    produce(services, topic, [(b'{"id":1}', large), (b'{"id":2}', b"{not json")])
+
+    states = lambda: {o: r[0] for o, r in failure_rows(target_db).items()}  # noqa: E731
+    wait_until(
+        lambda: states() == {0: "too_large", 1: "sent"},
+        "the large failure too_large and the small one sent",
+        lambda: (states(), service.stderr[-2000:]),
+    )
+    service.process.send_signal(signal.SIGTERM)
+    assert service.wait(60) == 0, service.stderr[-3000:]
+    state, detail, raw = failure_rows(target_db)[0]
+    assert raw == large and detail is not None and "too large" in detail, detail
+    assert dead_letter_offsets(services, dlq, 1) == [1]
+    assert end_offset(services, dlq) == 1
