@@ -87,6 +87,7 @@ T = TypeVar("T")
 CRASH_AFTER_DB_COMMIT_ENV = "CDC_RECON_TEST_CRASH_AFTER_DB_COMMIT"
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 DEAD_LETTER_FLUSH = 30.0  # seconds per dead-letter flush attempt
+STOP_GRACE = 0.5  # seconds a stop lets the batch being written finish before cancelling it
 TRANSIENT_DB = (TransientDatabaseError, DatabaseUnavailable)
 
 
@@ -98,6 +99,8 @@ class ApplierLike(Protocol):
     ) -> ApplyResult: ...
 
     def stored_offsets(self, group_id: str, partitions: Sequence[TPKey]) -> dict[TPKey, int]: ...
+
+    def cancel(self) -> bool: ...
 
 
 class _Stopped(Exception):
@@ -129,6 +132,7 @@ class Service:
         self._avro = avro
         self._clock = clock
         self._stop = threading.Event()
+        self._cancel_timer: threading.Timer | None = None
         self._pending: dict[TPKey, int] = {}  # in the target, not yet committed to Kafka
         self._db_commits = 0
         self._crash_after = int(os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) or 0)
@@ -140,8 +144,20 @@ class Service:
         self._batch_limit = BatchLimit(service.batch_size, service.batch_bytes)
 
     def stop(self) -> None:
-        """Finish the current batch, then return from `run` (safe from a signal handler)."""
+        """Finish the current batch, then return from `run` (safe from a signal handler).
+
+        A batch still being written `STOP_GRACE` seconds later is cancelled: its
+        transaction rolls back whole and the batch is read again by whoever owns its
+        partitions next (P4), so a stop never waits on a long batch."""
         self._stop.set()
+        if self._cancel_timer is None:
+            self._cancel_timer = threading.Timer(STOP_GRACE, self._cancel_write)
+            self._cancel_timer.daemon = True
+            self._cancel_timer.start()
+
+    def _cancel_write(self) -> None:
+        if self._applier.cancel():
+            LOG.warning("stopping: cancelled the batch being written (it is read again)")
 
     def run(self, until_idle: float | None = None) -> ServiceStats:
         """Consume until stopped (or idle, with `until_idle`); leaves the group on return."""
@@ -162,6 +178,8 @@ class Service:
         except _Stopped:
             LOG.warning("stopped while retrying: the unapplied batch will be read again")
         finally:
+            if self._cancel_timer is not None:
+                self._cancel_timer.cancel()
             self._pipeline.close()
             self._consumer.close()  # the revocation commits what is pending
         return self.stats

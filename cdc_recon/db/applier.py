@@ -83,6 +83,7 @@ class Applier:
         self._mappers: dict[str, TableMapper] = {}
         self._tables: dict[str, st.TableStatements] = {}
         self._fairy: Any = None
+        self._writing = False  # set by `write`, read by `cancel` on another thread
 
     def prepare(self) -> None:
         """Reflect every mapped target table; `ConfigError` names a bad mapping."""
@@ -96,6 +97,16 @@ class Applier:
             self._tables[shape.table] = st.TableStatements(
                 shape, mapping, f"_cdcr_stage_{index}", self.schema
             )
+
+    def cancel(self) -> bool:
+        """Cancel the batch being written, from another thread (a stop that will not
+        wait): `write` raises `TransientDatabaseError` and its transaction is rolled
+        back. Whether a batch was being written."""
+        fairy = self._fairy
+        if fairy is None or not self._writing:
+            return False
+        fairy.driver_connection.cancel()
+        return True
 
     def close(self) -> None:
         if self._fairy is not None:
@@ -198,6 +209,7 @@ class Applier:
         result = ApplyResult(next_offsets=dict(next_offsets), skipped=batch.skipped)
         failures = list(batch.failures)
         conn = self._connection()
+        self._writing = True
         try:
             with conn.cursor() as cur:
                 failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
@@ -206,6 +218,8 @@ class Applier:
             conn.commit()
         except psycopg2.Error as exc:
             self._fail(exc)
+        finally:
+            self._writing = False
         result.failures = failures
         return result
 
