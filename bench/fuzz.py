@@ -39,6 +39,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,6 +218,7 @@ class Deployment:
         admin = AdminClient({"bootstrap.servers": self.endpoints.kafka_bootstrap})
         for future in admin.delete_topics([self.topic, self.dlq]).values():
             future.result(timeout=30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def produce(deployment: Deployment, batch: Batch, options: Options, log: Log) -> list[Coord]:
@@ -596,35 +598,55 @@ def account(
         dict(applied),
         dict(quarantined),
         dict(dlq_missing),
-        wrong_rows(batch, outcome),
+        wrong_rows(batch, outcome, by_coord),
         forged(service),
         positions(outcome, by_coord, partitions),
     )
 
 
-def wrong_rows(batch: Batch, outcome: Outcome) -> list[str]:
-    """Each target row that is not what the good changes alone leave, with the hostile
-    families aimed at its key."""
+def wrong_rows(batch: Batch, outcome: Outcome, by_coord: dict[Coord, FuzzMessage]) -> list[str]:
+    """Each target row that is not what the good changes alone leave: the columns that
+    differ, the hostile messages of its key that reached the ledger, the families aimed
+    at it."""
     aimed: dict[int, Counter[str]] = defaultdict(Counter)
     for message in batch.messages:
         if message.expect == QUARANTINE and message.target is not None:
             aimed[message.target][message.family] += 1
+    applied: dict[int, list[str]] = defaultdict(list)
+    for coord, message in by_coord.items():
+        if coord in outcome.ledger and message.expect != APPLY and message.target is not None:
+            applied[message.target].append(f"{message.family}@p{coord[0]}/{coord[1]}")
     found = []
     for key in sorted(set(batch.expected) | set(outcome.rows), key=str):
         want = batch.expected.get(key)
         got = actual_row(outcome.rows[key]) if key in outcome.rows else None
-        if want != got:
-            near = ", ".join(f"{name}" for name, _ in aimed[key].most_common(6))
-            found.append(
-                f"id {key}: expected {_short(want)}, found {_short(got)}; "
-                f"hostile aimed at it: {near or 'none'}"
-            )
+        if want == got:
+            continue
+        culprits = ", ".join(applied[key][:4]) or "none"
+        near = ", ".join(name for name, _ in aimed[key].most_common(6)) or "none"
+        found.append(
+            f"id {key}: {_difference(want, got)}; hostile in the ledger: {culprits}; "
+            f"aimed at it: {near}"
+        )
     return found
 
 
-def _short(row: Any) -> str:
-    text = repr(row)
-    return text if len(text) < 240 else text[:200] + f"... ({len(text)} chars)"
+def _difference(want: Row | None, got: Row | tuple[Any, ...] | None) -> str:
+    if want is None or got is None:
+        return f"expected {_short(want)}, found {_short(got)}"
+    if not isinstance(got, Row):
+        return f"expected {_short(want)}, found unreadable {_short(got)}"
+    columns = ("status", "amount", "note", "updated_at")
+    return "; ".join(
+        f"{column} expected {_short(getattr(want, column))}, found {_short(getattr(got, column))}"
+        for column in columns
+        if getattr(want, column) != getattr(got, column)
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 100 else text[:80] + f"... ({len(text)} chars)"
 
 
 def forged(service: ServiceRun) -> list[str]:
