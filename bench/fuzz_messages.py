@@ -17,8 +17,14 @@ messages aimed at a key go to that key's partition, where they can do the most h
     >>> sorted({m.expect for m in batch.messages}) == ["apply", "quarantine", "skip"]
     True
 
-The hostile families are `HOSTILE` below: one builder per family, its docstring saying
-what it aims at (issue 13's defect number in brackets where it has one).
+The hostile families are `HOSTILE` below, one builder per family (issue 13's defect
+number in brackets in its docstring where it has one). The first good change has txId 1,
+so that `txid_collision` can send 4294967297 for its key. Four expectations are a policy
+rather than something Debezium rules out, and are written down here so that they can be
+argued with: `unknown_column` and `key_extra_column` (a column the target does not have,
+in the image or in the key, is unmappable), `toast_only_after` (an image without its key
+column is malformed: Debezium never TOASTs a bigint key) and `plain_format` (a plain
+message in a stream of Debezium ones, whose millisecond position would beat every LSN).
 """
 
 from __future__ import annotations
