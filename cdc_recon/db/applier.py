@@ -130,6 +130,7 @@ class Applier:
             cur.execute("SET TIME ZONE 'UTC'")
             cur.execute(st.ledger_stage_ddl())
             cur.execute(isolate.ADVANCED_DDL)
+            cur.execute(isolate.before_ddl(self.schema))
             for table in self._tables.values():
                 cur.execute(table.create_stage())
                 cur.execute(isolate.text_stage_ddl(table))
@@ -318,10 +319,13 @@ class Applier:
             name = table.shape.table
             text = io.StringIO(stage.text)
             cur.copy_expert(isolate.copy_text_stage(table), text, size=COPY_CHUNK)
+            cur.execute(isolate.advance(table), {"table": name})
             cur.execute(isolate.row_function(table, stage.missing_sets))
             cur.execute(f"SELECT * FROM {isolate.function_name(table)}()")
             bad = {key: f"{message} (SQLSTATE {state})" for key, state, message in cur.fetchall()}
             rejected.update(((name, key), detail) for key, detail in bad.items())
+            if bad:
+                cur.execute(isolate.restore(table), {"table": name, "rejected": list(bad)})
             cur.execute(isolate.move_ledger(table), {"table": name, "rejected": list(bad)})
             for op, outcome, count in cur.fetchall():
                 _count(result, name, op, outcome, count)

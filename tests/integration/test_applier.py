@@ -317,3 +317,26 @@ def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) 
             sa.text("SELECT to_regclass(:name)"), {"name": f'"{schema}".ledger_pkey'}
         ).scalar()
     assert pkey is None, "init replaces the old primary key with the transaction-first index"
+
+
+def test_a_rejected_row_leaves_its_key_as_it_was(setup: tuple[Applier, Database]) -> None:
+    """Row by row (`db.isolate`), a rejected row's key_state goes back to its state before
+    the batch: a later change older than the rejected one still applies (P3 stays exact),
+    and a new key that was rejected has no state at all."""
+    applier, db = setup
+    with db.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {db.table('customers')} ADD CHECK (score >= 0)"))
+    applier.apply([event(1, 10, Op.CREATE, score=Decimal(1))], {}, "g")
+    rejected = [event(1, 30, score=Decimal(-1)), event(2, 31, Op.CREATE, score=Decimal(-2))]
+    result = applier.apply([*rejected, event(3, 32, Op.CREATE)], {}, "g")
+    assert [f.message.offset for f in result.failures] == [r.message.offset for r in rejected]
+    assert (result.applied, result.superseded, result.duplicates) == (1, 0, 0)
+    with db.engine.connect() as conn:
+        state = dict(
+            conn.execute(
+                sa.text(f"SELECT key_text, position FROM {db.table('key_state')}")
+            ).all()
+        )
+    assert state == {'["1"]': [10], '["3"]': [32]}
+    applier.apply([event(1, 20, score=Decimal(2))], {}, "g")  # older than 30, newer than 10
+    assert rows(db)[1][-1] == Decimal(2)
