@@ -205,10 +205,13 @@ class TableMapper:
         if len(key) == 1 and "" in key and len(columns) == 1:  # a plain-format scalar key
             return (key[""],)
         lacking = [column for column in columns if column not in key]
-        if lacking:
+        extra = [column for column in key if column not in columns]
+        if lacking or extra:
+            # Another key than the mapped one: the source's key is not the table's here.
+            what = f"lacks key column(s) {lacking}" if lacking else f"has column(s) {extra}"
             raise InvalidChange(
-                f"message key of {event.table} lacks key column(s) {lacking} "
-                f"(it has {preview(sorted(key))})",
+                f"message key of {event.table} {what}; the mapped key is {list(columns)} "
+                f"(it has {preview(list(key))})",
                 table=event.table,
             )
         return tuple(key[column] for column in columns)

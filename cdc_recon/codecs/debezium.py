@@ -192,6 +192,8 @@ def read_value(value: bytes) -> Read | None:
     None when the value is a JSON object but not a Debezium envelope (no `payload`, nor
     `op` and `source`), so that the caller may try another format.
     """
+    if not value.isascii():  # msgspec skips what it ignores (unknown fields, a schema's
+        _require_utf8(value, "value")  # unread parts) without checking its UTF-8
     known = _VALUE_PREFIXES.read(value)
     if known is not None:
         return known
@@ -227,10 +229,19 @@ def decode_key(key: bytes | None) -> dict[str, Any] | None:
     """
     if key is None:
         return None
+    if not key.isascii():
+        _require_utf8(key, "key")
     payload, convert = _KEY_PREFIXES.read(key) or _read_key(key)
     if payload is None or convert is IDENTITY:
         return payload
     return convert(payload)
+
+
+def _require_utf8(data: bytes, what: str) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"message {what} is not UTF-8 JSON: {exc}") from None
 
 
 def _read_key(key: bytes) -> tuple[dict[str, Any] | None, RowConverter]:

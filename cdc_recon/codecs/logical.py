@@ -110,7 +110,7 @@ def to_decimal(literal: str | None, scale: int) -> Converter:
     def convert(value: Any) -> Decimal:
         if type(value) is str:
             if literal == "bytes":
-                return _unscaled(binascii.a2b_base64(value, strict_mode=True), scale)
+                return _unscaled(from_base64(value), scale)
             return Decimal(value)
         if isinstance(value, Decimal):
             return value
@@ -125,6 +125,15 @@ def to_decimal(literal: str | None, scale: int) -> Converter:
         raise TypeError(f"unexpected {type(value).__name__}")
 
     return convert
+
+
+def from_base64(text: str) -> bytes:
+    """Bytes from base64 as Kafka Connect writes it: canonical, padded, nothing else
+    (strict decoding alone takes `Zm9v=`, a byte too many, for `foo`)."""
+    raw = binascii.a2b_base64(text, strict_mode=True)
+    if binascii.b2a_base64(raw, newline=False) != text.encode():
+        raise ValueError("not canonical base64")
+    return raw
 
 
 def _unscaled(raw: bytes, scale: int) -> Decimal:
@@ -160,7 +169,7 @@ def variable_scale_decimal(value: Any) -> Decimal:
     if type(scale) is not int or not MIN_SCALE <= scale <= MAX_SCALE:
         raise ValueError(f"scale must be an integer in [{MIN_SCALE}, {MAX_SCALE}]")
     if isinstance(raw, str):
-        raw = binascii.a2b_base64(raw, strict_mode=True)
+        raw = from_base64(raw)
     if not isinstance(raw, bytes):
         raise TypeError("value must be bytes")
     return _unscaled(raw, scale)
@@ -225,7 +234,7 @@ def zoned_time(value: Any) -> dt.time:
 def to_bytes(value: Any) -> bytes:
     """A Connect `bytes` value: base64 in JSON, raw in Avro."""
     if type(value) is str:
-        return binascii.a2b_base64(value, strict_mode=True)
+        return from_base64(value)
     if isinstance(value, bytes):
         return value
     raise TypeError(f"expected base64 text, got {type(value).__name__}")
