@@ -27,10 +27,10 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 
-from cdc_recon.config_reconcile import AnomalySettings
-from cdc_recon.db.reconcile.activity import has_ledger, ledger_activity
+from cdc_recon.config.reconcile_settings import AnomalySettings
 from cdc_recon.exceptions import UsageError
 from cdc_recon.reconcile.activity import IDLE, Vector, deviations, model_vector, per_table
+from cdc_recon.reconcile.activity_sql import has_ledger, ledger_activity
 from cdc_recon.reconcile.checks import CheckContext
 from cdc_recon.reconcile.model import SEVERITY, CheckResult, Finding
 

@@ -25,8 +25,8 @@ import orjson
 
 from cdc_recon.batch import ApplyResult, Decoded, Message
 from cdc_recon.config import TableMapping
-from cdc_recon.db.source_rows import SourceRead, key_object
 from cdc_recon.events import ChangeEvent, Op, SourcePosition, event_change_id
+from cdc_recon.source_db.rows import SourceRead, key_object
 
 SOURCE_TOPIC_PREFIX = "source-db:"
 T = TypeVar("T")

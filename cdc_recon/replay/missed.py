@@ -9,7 +9,6 @@ from cdc_recon.batch import Decoded, Failure
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings, TableMapping
-from cdc_recon.db.source_rows import SourceRows, key_object
 from cdc_recon.exceptions import ConfigError, ConnectionFailed, SourceBusy
 from cdc_recon.kafka.window import OffsetsRead, WindowReader
 from cdc_recon.replay.events import (
@@ -21,6 +20,7 @@ from cdc_recon.replay.events import (
     reread_events,
 )
 from cdc_recon.replay.sinks import Sink, avro_decoder, source_reader, target_sink
+from cdc_recon.source_db.rows import SourceRows, key_object
 
 REPLAYED, FAILED, PENDING = "replayed", "failed", "pending"
 Fetched = list[tuple[MissedChange, Decoded]]

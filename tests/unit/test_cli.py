@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cdc_recon import __version__
-from cdc_recon.cli import main
+from cdc_recon.cli.app import main
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

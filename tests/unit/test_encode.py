@@ -7,10 +7,10 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cdc_recon.apply.encode import source_ts_text, superseded_lines
+from cdc_recon.apply.mapping import MappedChange
 from cdc_recon.batch import Decoded, Message
-from cdc_recon.db.encode import source_ts_text, superseded_lines
 from cdc_recon.events import ChangeEvent, Op, SourcePosition
-from cdc_recon.mapping import MappedChange
 
 MAX_MS = int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp() * 1000) + 999
 

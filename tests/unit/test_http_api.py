@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import UsageError
-from cdc_recon.http.api import Api, Request
-from cdc_recon.http.jobs import ReplayJobs, parse_request
-from cdc_recon.http.server import MonitoringServer
-from cdc_recon.http.status import PollResult
-from cdc_recon.metrics import ServiceMonitor
+from cdc_recon.monitor.api import Api, Request
+from cdc_recon.monitor.jobs import ReplayJobs, parse_request
+from cdc_recon.monitor.poller import PollResult
+from cdc_recon.monitor.server import MonitoringServer
 from cdc_recon.replay import ReplaySummary
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from cdc_recon import metrics
+from cdc_recon.apply import metrics
 from cdc_recon.batch import ApplyResult, Failure, FailureReason, Message
 from cdc_recon.config import is_loopback, load_settings
 from cdc_recon.exceptions import ConfigError
-from cdc_recon.http.status import PollResult, readiness
 from cdc_recon.kafka.consumer import Watermarks
+from cdc_recon.monitor.poller import PollResult, readiness
 
 
 def value(name: str, **labels: str) -> float:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from cdc_recon.apply.pipeline import ApplyPipeline
 from cdc_recon.batch import ApplyResult
 from cdc_recon.batch import TopicPartitionKey as TPKey
 from cdc_recon.exceptions import ApplyError
-from cdc_recon.pipeline import ApplyPipeline
 
 WAIT = 10.0  # seconds: a deadline, never a pause
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc_recon.cli import main
-from cdc_recon.config_reconcile import AnomalySettings
+from cdc_recon.cli.app import main
+from cdc_recon.config.reconcile_settings import AnomalySettings
 from cdc_recon.exceptions import UsageError
 from cdc_recon.reconcile.activity import (
     FEATURES,

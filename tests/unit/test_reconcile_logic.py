@@ -9,7 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc_recon.config import load_settings
-from cdc_recon.db.reconcile.expressions import (
+from cdc_recon.exceptions import ConfigError
+from cdc_recon.reconcile.corrections import plan
+from cdc_recon.reconcile.diff import diff_rows
+from cdc_recon.reconcile.expressions import (
     Params,
     SideSql,
     bucket,
@@ -17,9 +20,6 @@ from cdc_recon.db.reconcile.expressions import (
     key_range,
     normalised,
 )
-from cdc_recon.exceptions import ConfigError
-from cdc_recon.reconcile.corrections import plan
-from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.model import CheckResult, Finding, RowDiff, RowImage
 from cdc_recon.reconcile.sampling import error_interval, fpc, sample_size, verdict, z_score
 from cdc_recon.reconcile.segments import (
@@ -251,7 +251,7 @@ def test_reconcile_settings_reject_unknown_keys() -> None:
 
 
 def test_fast64_hashes_by_kind_and_falls_back_to_text() -> None:
-    from cdc_recon.db.reconcile.expressions import column_hash
+    from cdc_recon.reconcile.expressions import column_hash
 
     assert column_hash('"n"', "numeric", 3, True).startswith(
         'coalesce(hash_numeric_extended("n", 3)'

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cdc_recon.config_reconcile import ScheduleSettings
+from cdc_recon.config.reconcile_settings import ScheduleSettings
 from cdc_recon.reconcile.scheduler import due_jobs
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

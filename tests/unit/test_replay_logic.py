@@ -11,22 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cdc_recon.apply.mapping import MappedChange
+from cdc_recon.apply.preview import PreviewState, tally
 from cdc_recon.batch import ApplyResult, Decoded, Failure, Message
 from cdc_recon.config import TableMapping, load_settings
-from cdc_recon.db.preview import PreviewState, tally
-from cdc_recon.db.source_rows import (
-    KeysRead,
-    SourceRead,
-    key_object,
-    key_objects,
-    rows_after,
-    rows_by_key,
-)
 from cdc_recon.events import ChangeEvent, Op, SourcePosition, key_text
 from cdc_recon.exceptions import ConfigError, DatabaseUnavailable, SourceBusy, UsageError
 from cdc_recon.kafka.consumer import Watermarks
 from cdc_recon.kafka.window import OffsetRange, runs, window_range
-from cdc_recon.mapping import MappedChange
 from cdc_recon.replay.events import (
     MissedChange,
     ReplaySummary,
@@ -37,6 +29,14 @@ from cdc_recon.replay.events import (
 )
 from cdc_recon.replay.missed import _reread_keys
 from cdc_recon.replay.sinks import select_tables
+from cdc_recon.source_db.rows import (
+    KeysRead,
+    SourceRead,
+    key_object,
+    key_objects,
+    rows_after,
+    rows_by_key,
+)
 
 ORDERS = TableMapping(source="shop.orders", target="public.orders", key=("region", "id"))
 

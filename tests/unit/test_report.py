@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc_recon.exceptions import UsageError
-from cdc_recon.report import classify, daily_report, parse_day, parse_period, slope, trend_report
+from cdc_recon.monitor.report import (
+    classify,
+    daily_report,
+    parse_day,
+    parse_period,
+    slope,
+    trend_report,
+)
 
 DAY = dt.date(2025, 3, 1)
 

@@ -11,13 +11,7 @@ from typing import Any
 
 import pytest
 
-from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, Message
-from cdc_recon.codecs.messages import decode_message
-from cdc_recon.config import Settings
-from cdc_recon.exceptions import ConfigError, KafkaUnavailable, TransientDatabaseError
-from cdc_recon.kafka.consumer import Watermarks, consumer_config
-from cdc_recon.kafka.producer import headers
-from cdc_recon.progress import (
+from cdc_recon.apply.progress import (
     BatchLimit,
     ServiceStats,
     backoff,
@@ -26,7 +20,13 @@ from cdc_recon.progress import (
     partition_lag,
     total_lag,
 )
-from cdc_recon.service import Service
+from cdc_recon.apply.service import Service
+from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, Message
+from cdc_recon.codecs.messages import decode_message
+from cdc_recon.config import Settings
+from cdc_recon.exceptions import ConfigError, KafkaUnavailable, TransientDatabaseError
+from cdc_recon.kafka.consumer import Watermarks, consumer_config
+from cdc_recon.kafka.producer import headers
 
 GOOD = (
     b'{"payload":{"id":1}}',

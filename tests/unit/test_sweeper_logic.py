@@ -13,15 +13,16 @@ import orjson
 import pytest
 
 from cdc_recon.batch import Message
-from cdc_recon.cli import main
+from cdc_recon.cli.app import main
 from cdc_recon.config import load_settings
-from cdc_recon.db import changelog, sweep_sql
 from cdc_recon.events import ChangeEvent, Op, SourcePosition, key_text
 from cdc_recon.exceptions import ConfigError, DecodeError
-from cdc_recon.source.base import Classified, Window
-from cdc_recon.source.debezium_tx import parse_end_event
-from cdc_recon.source.kafka_topic import event_key_values, stage_line
-from cdc_recon.sweeper import SweeperThread, SweepRun
+from cdc_recon.source_db import changelog
+from cdc_recon.sweep import queries as sweep_sql
+from cdc_recon.sweep.adapters.base import Classified, Window
+from cdc_recon.sweep.adapters.debezium_tx import parse_end_event
+from cdc_recon.sweep.adapters.kafka_topic import event_key_values, stage_line
+from cdc_recon.sweep.sweeper import SweeperThread, SweepRun
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
