@@ -40,8 +40,6 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
-import psycopg2
-import psycopg2.errors
 import sqlalchemy as sa
 
 from cdc_recon.apply import statements as st
@@ -65,11 +63,13 @@ from cdc_recon.exceptions import (
     MappingError,
     TransientDatabaseError,
 )
+from cdc_recon.pg import errors as pg_errors
+from cdc_recon.pg.errors import CONNECT_FAILED, REJECTED_DATA, DriverError, first_line
+from cdc_recon.pg.raw import binary
 
 # COPY data goes to the server in chunks of this size; few chunks means few GIL
 # hand-offs for the worker thread while the service's thread decodes the next batch.
 COPY_CHUNK = 4 << 20
-_TRANSIENT_STATES = ("40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300")
 
 
 class Applier:
@@ -108,9 +108,7 @@ class Applier:
         if self._fairy is None:
             try:
                 fairy = self.engine.raw_connection()
-            except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:
-                # Engine.raw_connection() raises the driver's error unwrapped (a refused
-                # connection), the pool's pre-ping SQLAlchemy's.
+            except CONNECT_FAILED as exc:
                 reason = getattr(exc, "orig", None) or exc
                 raise TransientDatabaseError(f"cannot connect to the target: {reason}") from exc
             cur = fairy.cursor()
@@ -190,7 +188,7 @@ class Applier:
                 self._store_failures(cur, failures)
                 self._store_offsets(cur, group_id, next_offsets)
             conn.commit()
-        except psycopg2.Error as exc:
+        except DriverError as exc:
             self._fail(exc)
         result.failures = failures
         return result
@@ -229,7 +227,7 @@ class Applier:
                 self._write_careful(cur, changes, encoded, written)
             else:
                 self._write_quick(cur, changes, encoded, written)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        except REJECTED_DATA as exc:
             cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
             self._clear_stages(cur)
             if not careful and _known_change(exc):
@@ -330,8 +328,8 @@ class Applier:
                 f.message.topic,
                 f.message.partition,
                 f.message.offset,
-                psycopg2.Binary(f.message.key) if f.message.key is not None else None,
-                psycopg2.Binary(f.message.value) if f.message.value is not None else None,
+                binary(f.message.key),
+                binary(f.message.value),
                 f.reason,
                 f.detail,
                 f.table,
@@ -356,31 +354,25 @@ class Applier:
             },
         )
 
-    def _fail(self, exc: psycopg2.Error) -> NoReturn:
+    def _fail(self, exc: DriverError) -> NoReturn:
         """Roll back, drop the connection if it is broken, and raise our error."""
         try:
             if self._fairy is not None:
                 self._fairy.rollback()
-        except psycopg2.Error:
+        except DriverError:
             pass
-        transient = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) or (
-            exc.pgcode or ""
-        ).startswith(("08",) + _TRANSIENT_STATES)
-        if transient:
+        if pg_errors.is_transient(exc):
             # A broken connection must not go back to the pool (its reset would fail loudly).
             if self._fairy is not None:
                 self._fairy.invalidate()
                 self._fairy = None
-            raise TransientDatabaseError(f"target database: {_first_line(exc)}") from exc
-        raise ApplyError(f"target database rejected the batch: {_first_line(exc)}") from exc
+            raise TransientDatabaseError(f"target database: {first_line(exc)}") from exc
+        raise ApplyError(f"target database rejected the batch: {first_line(exc)}") from exc
 
 
-def _known_change(exc: psycopg2.Error) -> bool:
+def _known_change(exc: DriverError) -> bool:
     """Whether the target refused a ledger row because its change id is there already."""
-    return (
-        isinstance(exc, psycopg2.errors.UniqueViolation)
-        and exc.diag.constraint_name == "ledger_change_id"
-    )
+    return pg_errors.is_duplicate(exc, "ledger_change_id")
 
 
 def _add_counts(result: ApplyResult, written: ApplyResult) -> None:
@@ -391,7 +383,3 @@ def _add_counts(result: ApplyResult, written: ApplyResult) -> None:
     result.duplicates += written.duplicates
     for label, count in written.applied_by_table.items():
         result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
-
-
-def _first_line(exc: psycopg2.Error) -> str:
-    return (exc.pgerror or str(exc) or type(exc).__name__).strip().splitlines()[0]

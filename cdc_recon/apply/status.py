@@ -7,18 +7,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import sqlalchemy as sa
 
 from cdc_recon.apply.control_tables import CONTROL_TABLES, UPGRADES
 from cdc_recon.batch import TopicPartitionKey
-from cdc_recon.exceptions import ConfigError, DatabaseUnavailable
+from cdc_recon.exceptions import ConfigError
+from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,11 +102,3 @@ def read_target_status(engine: sa.Engine, schema: str, group_id: str) -> TargetS
         )
 
     return _guard(read)
-
-
-def _guard(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseUnavailable(f"cannot reach the target database: {reason}") from exc

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from cdc_recon.apply.status import _guard
+from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
 
 T = TypeVar("T")

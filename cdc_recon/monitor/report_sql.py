@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cdc_recon.apply.status import _guard
 from cdc_recon.monitor.figures import table_exists
+from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
 
 DailyCounts = dict[tuple[dt.date, str], dict[str, int]]  # (day, table) → figure → count

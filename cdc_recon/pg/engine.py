@@ -1,4 +1,4 @@
-"""Engines for the source and target databases, and translation of driver errors."""
+"""Engines for the source and target databases (driver errors: `cdc_recon.pg.errors`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from cdc_recon.config import mask_url
 from cdc_recon.exceptions import DatabaseUnavailable
+from cdc_recon.pg.errors import unreachable
 
 
 def sqlalchemy_url(url: str | SecretStr) -> sa.URL:
@@ -44,10 +45,7 @@ def check_connection(engine: sa.Engine, *, name: str = "database") -> None:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         shown = engine.url.render_as_string(hide_password=True)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseUnavailable(
-            f"cannot reach the {name} database at {shown}: {reason}", service=name
-        ) from exc
+        raise unreachable(name, exc, at=shown, service=name) from exc
 
 
 def probe_transaction(engine: sa.Engine) -> tuple[str, str, float]:

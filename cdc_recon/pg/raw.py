@@ -11,42 +11,41 @@ streams COPY between servers: it needs the driver's connection, not SQLAlchemy's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
+import psycopg2.extras
 import sqlalchemy as sa
 
-from cdc_recon.exceptions import DatabaseUnavailable, SweepError
+from cdc_recon.exceptions import CdcReconError, SweepError
+from cdc_recon.pg.errors import CONNECT_FAILED, translate, unreachable
 
 
-def first_line(exc: BaseException) -> str:
-    text = getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__
-    return text.strip().splitlines()[0]
+def binary(value: bytes | None) -> Any:
+    """`value` for a bytea parameter."""
+    return None if value is None else psycopg2.Binary(value)
 
 
-@contextlib.contextmanager
-def translate(name: str) -> Iterator[None]:
-    """Driver errors as ours: a lost server is `DatabaseUnavailable`, the rest `SweepError`."""
-    try:
-        yield
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise DatabaseUnavailable(f"{name} database: {first_line(exc)}", service=name) from exc
-    except psycopg2.Error as exc:
-        raise SweepError(f"{name} database: {first_line(exc)}") from exc
+def json_param(value: Any) -> Any:
+    """A dict or list as a json parameter; anything else as it is."""
+    return psycopg2.extras.Json(value) if isinstance(value, dict | list) else value
 
 
 @contextlib.contextmanager
-def raw_connection(engine: sa.Engine, *, name: str) -> Iterator[Any]:
-    """A driver connection in UTC; rolled back if the block raises, closed after it."""
+def raw_connection(
+    engine: sa.Engine, *, name: str, refused: Callable[[str], CdcReconError] = SweepError
+) -> Iterator[Any]:
+    """A driver connection in UTC; rolled back if the block raises, closed after it.
+
+    Driver errors of the block are translated (`cdc_recon.pg.errors.translate`): a
+    refused statement becomes `refused`."""
     try:
         fairy: Any = engine.raw_connection()
-    except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:  # raw: unwrapped
-        orig = getattr(exc, "orig", None) or exc
-        reason = first_line(orig)
-        raise DatabaseUnavailable(f"cannot reach the {name} database: {reason}") from exc
+    except CONNECT_FAILED as exc:
+        raise unreachable(name, exc) from exc
     try:
-        with translate(name):
+        with translate(name, refused=refused):
             with fairy.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
             fairy.commit()

@@ -39,14 +39,13 @@ import sqlalchemy as sa
 
 from cdc_recon.config import TableMapping
 from cdc_recon.exceptions import ConfigError, DatabaseUnavailable, SourceBusy
+from cdc_recon.pg.errors import LOCK_NOT_AVAILABLE, UNDEFINED, reason, sqlstate, unreachable
 from cdc_recon.pg.sql import quote_ident, quote_table
 from cdc_recon.source_db.changelog import changes_table
 
 LOCK_TIMEOUT = 30.0  # seconds to wait for a row lock before giving up
 WRITERS_TIMEOUT = 30.0  # seconds to wait for the table's writers before giving up
 MAX_ROUNDS = 3  # locked read, then confirm the absent keys; again for keys that came back
-_LOCK_NOT_AVAILABLE = "55P03"
-_UNDEFINED = ("42P01", "42703", "42704")  # table, column, type (the row type of a table)
 
 POSITION = (
     "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, "
@@ -278,25 +277,19 @@ class _SourceConnection:
         try:
             self._conn = self._engine.connect()
         except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"cannot reach the source database: {_first_line(exc)}", service="source"
-            ) from exc
+            raise unreachable("source", exc, service="source") from exc
         return self._conn
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         assert self._conn is not None
         self._conn.close()
         if isinstance(exc, sa.exc.DBAPIError):
-            code = getattr(exc.orig, "pgcode", None)
-            if code == _LOCK_NOT_AVAILABLE:
-                raise SourceBusy(f"source rows stayed locked: {_first_line(exc)}") from exc
-            if code in _UNDEFINED:
-                raise ConfigError(f"config: tables: source database: {_first_line(exc)}") from exc
+            code = sqlstate(exc)
+            if code == LOCK_NOT_AVAILABLE:
+                raise SourceBusy(f"source rows stayed locked: {reason(exc)}") from exc
+            if code in UNDEFINED:
+                raise ConfigError(f"config: tables: source database: {reason(exc)}") from exc
             if isinstance(exc, sa.exc.OperationalError):
                 raise DatabaseUnavailable(
-                    f"source database: {_first_line(exc)}", service="source"
+                    f"source database: {reason(exc)}", service="source"
                 ) from exc
-
-
-def _first_line(exc: sa.exc.DBAPIError) -> str:
-    return (str(exc.orig) if exc.orig else str(exc)).strip().splitlines()[0]
