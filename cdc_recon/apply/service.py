@@ -22,11 +22,15 @@ started at the offset stored in the target, and the ledger and position guard ma
 redelivered change a no-op anyway. Kafka's committed offsets are therefore a copy for
 lag tools: a refused Kafka commit is logged and retried with the next batch.
 
-SIGTERM/SIGINT let the current batch finish steps 3-5, then the service leaves the group
-and `run_service` returns. `until_idle` makes it return once every owned partition is
-caught up and no message arrived for that many seconds.
+`Service.stop()` (SIGTERM/SIGINT, through `cdc_recon.run`) lets the current batch finish
+steps 3-5, then the service leaves the group and `run` returns. `until_idle` makes it
+return once every owned partition is caught up and no message arrived for that many
+seconds. The loop starts nothing beside itself: `cdc_recon.run.run_service` is the
+composition root that builds it and starts the sweeper, the scheduled jobs and the HTTP
+server.
 
-    >>> stats = run_service(load_settings("cdc-recon.yml"), until_idle=5)  # doctest: +SKIP
+    >>> service = Service(settings, applier, consumer, producer)  # doctest: +SKIP
+    >>> stats = service.run(until_idle=5)                          # doctest: +SKIP
 
 Fault injection for tests: with `CDC_RECON_TEST_CRASH_AFTER_DB_COMMIT=n` in its
 environment the process SIGKILLs itself right after its n-th target commit (step 3),
@@ -35,18 +39,16 @@ before the dead letters and the Kafka commit: the window test of P4.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from cdc_recon.apply import native
-from cdc_recon.apply.applier import Applier
-from cdc_recon.apply.metrics import ServiceMonitor, observed_sweeps
+from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.apply.pipeline import ApplyPipeline
 from cdc_recon.apply.progress import (
     BatchLimit,
@@ -57,26 +59,19 @@ from cdc_recon.apply.progress import (
     next_offsets,
     total_lag,
 )
-from cdc_recon.apply.status import require_control_tables
 from cdc_recon.batch import ApplyResult, Decoded, Failure, Message
 from cdc_recon.batch import TopicPartitionKey as TPKey
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import (
-    ConfigError,
     ConnectionFailed,
     DatabaseUnavailable,
     KafkaUnavailable,
     TransientDatabaseError,
 )
-from cdc_recon.kafka.admin import describe_cluster
-from cdc_recon.kafka.consumer import GroupConsumer, schema_registry_client
+from cdc_recon.kafka.consumer import GroupConsumer
 from cdc_recon.kafka.producer import DeadLetterProducer
-from cdc_recon.monitor.server import serve_monitoring
-from cdc_recon.pg.engine import check_connection, create_engine
-from cdc_recon.reconcile.scheduler import ReconcileScheduler
-from cdc_recon.sweep.sweeper import SweeperThread, sweep_once
 
 LOG = logging.getLogger("cdc_recon.service")
 T = TypeVar("T")
@@ -296,79 +291,3 @@ class Service:
         lag = total_lag(positions, marks) if len(marks) == len(positions) else None
         LOG.info("progress: %s", self.stats.line(rate, lag))
         self._last_progress = (now, self.stats.messages)
-
-
-# -- entry point -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _stop_on_signals(service: Service) -> Iterator[None]:
-    """SIGTERM and SIGINT ask `service` to stop after its batch; old handlers come back."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        LOG.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
-        service.stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _start_sweeper(settings: Settings) -> SweeperThread | None:
-    """The window sweeper beside the loop when `sweeper.enabled`: its own thread and
-    connections; its errors are logged, never raised here."""
-    if not settings.sweeper.enabled:
-        return None
-    sweeper = SweeperThread(settings, sweep=observed_sweeps(sweep_once))
-    sweeper.start()
-    return sweeper
-
-
-def _start_reconcile_jobs(settings: Settings) -> ReconcileScheduler | None:
-    """Scheduled reconciliation (`reconcile.schedule.enabled`) beside the loop: its own
-    thread and connections; its errors are logged, never raised here."""
-    if not settings.reconcile.schedule.enabled:
-        return None
-    scheduler = ReconcileScheduler(settings)
-    scheduler.start()
-    return scheduler
-
-
-def run_service(settings: Settings, *, until_idle: float | None = None) -> ServiceStats:
-    """Run one group member until SIGTERM/SIGINT (or idle); the `cdc-recon run` command.
-
-    Raises `ConfigError`, `DatabaseUnavailable` or `KafkaUnavailable` when it cannot start.
-    """
-    if not settings.topics:
-        raise ConfigError("config: topics: no topics to consume", key="topics")
-    engine = create_engine(settings.target_url, name="target")
-    try:
-        check_connection(engine, name="target")
-        require_control_tables(engine, settings.control_schema)
-        describe_cluster(settings.kafka_bootstrap)
-        applier = Applier(engine, settings)
-        applier.prepare()
-        registry = settings.schema_registry_url
-        avro = AvroDecoder(schema_registry_client(registry)) if registry else None
-        producer = DeadLetterProducer(settings)
-        try:
-            monitor = ServiceMonitor()
-            consumer = GroupConsumer(settings)
-            service = Service(settings, applier, consumer, producer, avro=avro, monitor=monitor)
-            sweeper = _start_sweeper(settings)
-            jobs = _start_reconcile_jobs(settings)
-            try:
-                with _stop_on_signals(service), serve_monitoring(settings, monitor):
-                    return service.run(until_idle)
-            finally:
-                for thread in (sweeper, jobs):
-                    if thread is not None:
-                        thread.stop()
-        finally:
-            producer.close()
-            applier.close()
-    finally:
-        engine.dispose()

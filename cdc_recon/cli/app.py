@@ -129,7 +129,7 @@ def run(
     ] = None,
 ) -> None:
     """Apply the configured topics to the target until SIGTERM/SIGINT (then exit 0)."""
-    from cdc_recon.apply.service import run_service
+    from cdc_recon.run import run_service
 
     settings = ctx.obj.settings()
     if not ctx.obj.debug:
