@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cdc_recon.apply.applier import Applier
-from cdc_recon.apply.metrics import ServiceMonitor, observed_sweeps
+from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.apply.progress import ServiceStats
 from cdc_recon.apply.service import Service
 from cdc_recon.apply.status import require_control_tables
@@ -39,6 +39,7 @@ from cdc_recon.kafka.producer import DeadLetterProducer
 from cdc_recon.monitor.server import serve_monitoring
 from cdc_recon.pg.engine import check_connection, create_engine
 from cdc_recon.reconcile.scheduler import ReconcileScheduler
+from cdc_recon.sweep.metrics import observed_sweeps
 from cdc_recon.sweep.sweeper import SweeperThread, sweep_once
 
 LOG = logging.getLogger("cdc_recon.service")  # the loop's log: its stop belongs there

@@ -1,10 +1,12 @@
 """The service's Prometheus metrics, and what one instance knows about itself right now.
 
-Metrics live on prometheus-client's default registry (so the reconciliation metrics of
-`cdc_recon.reconcile.metrics` are served beside them) and follow Prometheus' naming:
-`cdc_recon_` prefix, `_total` counters, `_seconds` durations.
+Metrics live on prometheus-client's default registry and follow Prometheus' naming:
+`cdc_recon_` prefix, `_total` counters, `_seconds` durations. Each capability defines its
+metrics beside the code that sets them (`sweep.metrics`, `monitor.metrics`,
+`reconcile.metrics`); `/metrics` serves all that the running process imported, which
+for `cdc-recon run` is everything (`cdc_recon.run` imports each capability it starts).
 
-The service loop feeds a `ServiceMonitor` from three places of `cdc_recon.service`:
+The service loop feeds a `ServiceMonitor` from three places of `cdc_recon.apply.service`:
 `apply_timer()` around the target write, `batch_applied()` after each applied batch, and
 `refresh(consumer)` once per loop turn (rate-limited here) for lag and assignment. The
 HTTP thread only reads `snapshot()` and `history()`, which are copies taken under a lock,
@@ -29,7 +31,6 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-import cdc_recon.reconcile.metrics  # noqa: F401  (registers reconciliation metrics)
 from cdc_recon.apply.progress import ServiceStats, partition_lag
 from cdc_recon.batch import ApplyResult
 from cdc_recon.batch import TopicPartitionKey as TPKey
@@ -69,37 +70,6 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
 )
 LAST_BATCH = Gauge("cdc_recon_last_batch_timestamp_seconds", "Unix time of the last applied batch.")
-LEDGER_ROWS = Gauge(
-    "cdc_recon_ledger_rows", "Rows in the processed-change ledger (estimated when large)."
-)
-OPEN_FAILURES = Gauge(
-    "cdc_recon_open_failures", "Quarantined messages not resolved yet, by reason.", ["reason"]
-)
-MISSED_FOUND = Counter(
-    "cdc_recon_missed_changes_found", "Missed changes the sweeper of this instance found."
-)
-MISSED_REPLAYED = Counter(
-    "cdc_recon_missed_changes_replayed", "Missed changes the sweeper of this instance replayed."
-)
-MISSED_REPLAY_FAILED = Counter(
-    "cdc_recon_missed_changes_replay_failed",
-    "Missed changes the sweeper of this instance could not replay.",
-)
-MISSED_CHANGES = Gauge(
-    "cdc_recon_missed_changes",
-    "Missed changes recorded in the target, by replay status.",
-    ["status"],
-)
-SWEEPS = Counter("cdc_recon_sweeps", "Sweeper runs of this instance, by status.", ["status"])
-SWEEP_SECONDS = Histogram(
-    "cdc_recon_sweep_duration_seconds",
-    "Seconds of one sweeper run that checked a window.",
-    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
-)
-WATERMARK_AGE = Gauge(
-    "cdc_recon_sweeper_watermark_age_seconds",
-    "Seconds since the end of the last window the sweeper checked (0: no watermark yet).",
-)
 
 
 class ConsumerView(Protocol):
@@ -241,52 +211,3 @@ def _history_point(snapshot: Snapshot, now: float) -> dict[str, Any]:
         "lag": {f"{p.topic}[{p.partition}]": p.lag for p in snapshot.partitions},
         "total_lag": snapshot.total_lag,
     }
-
-
-# -- the sweeper -----------------------------------------------------------------------
-
-
-class SweepResult(Protocol):
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def missed(self) -> int: ...
-
-    @property
-    def replayed(self) -> int: ...
-
-    @property
-    def replay_failed(self) -> int: ...
-
-    @property
-    def seconds(self) -> float: ...
-
-    @property
-    def run_id(self) -> int | None: ...
-
-
-def observe_sweep(run: SweepResult) -> None:
-    """Count one sweeper run; only runs that checked a window have a duration."""
-    status = run.status if run.status in ("ok", "idle", "failed") else "skipped"
-    SWEEPS.labels(status=status).inc()
-    if run.run_id is not None:
-        SWEEP_SECONDS.observe(run.seconds)
-    MISSED_FOUND.inc(run.missed)
-    MISSED_REPLAYED.inc(run.replayed)
-    MISSED_REPLAY_FAILED.inc(run.replay_failed)
-
-
-def observed_sweeps(sweep: Callable[..., Any]) -> Callable[..., Any]:
-    """`sweep` (`sweeper.sweep_once`) whose runs are counted; a raised error counts as failed."""
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = sweep(*args, **kwargs)
-        except Exception:
-            SWEEPS.labels(status="failed").inc()
-            raise
-        observe_sweep(result)
-        return result
-
-    return run

@@ -26,6 +26,7 @@ from cdc_recon.apply import metrics
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import CdcReconError
 from cdc_recon.monitor.figures import ControlFigures, control_figures
+from cdc_recon.monitor.metrics import LEDGER_ROWS, MISSED_CHANGES, OPEN_FAILURES, WATERMARK_AGE
 
 LOG = logging.getLogger("cdc_recon.http.status")
 MISSED_STATUSES = ("pending", "replayed", "failed")
@@ -105,16 +106,16 @@ class StatusPoller(threading.Thread):
         return result
 
     def _export(self, figures: ControlFigures, now: float) -> None:
-        metrics.LEDGER_ROWS.set(figures.ledger_rows)
+        LEDGER_ROWS.set(figures.ledger_rows)
         for reason in self._seen_reasons - set(figures.open_failures):
-            metrics.OPEN_FAILURES.labels(reason=reason).set(0)
+            OPEN_FAILURES.labels(reason=reason).set(0)
         for reason, count in figures.open_failures.items():
-            metrics.OPEN_FAILURES.labels(reason=reason).set(count)
+            OPEN_FAILURES.labels(reason=reason).set(count)
         self._seen_reasons |= set(figures.open_failures)
         for status in MISSED_STATUSES:
-            metrics.MISSED_CHANGES.labels(status=status).set(figures.missed.get(status, 0))
+            MISSED_CHANGES.labels(status=status).set(figures.missed.get(status, 0))
         age = now - figures.watermark.timestamp() if figures.watermark else 0.0
-        metrics.WATERMARK_AGE.set(max(age, 0.0))
+        WATERMARK_AGE.set(max(age, 0.0))
 
 
 def readiness(

@@ -7,12 +7,14 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+import cdc_recon.run  # noqa: F401  (registers every metric `cdc-recon run` serves)
 from cdc_recon.apply import metrics
 from cdc_recon.batch import ApplyResult, Failure, FailureReason, Message
 from cdc_recon.config import is_loopback, load_settings
 from cdc_recon.exceptions import ConfigError
 from cdc_recon.kafka.consumer import Watermarks
 from cdc_recon.monitor.poller import PollResult, readiness
+from cdc_recon.sweep.metrics import observed_sweeps
 
 
 def value(name: str, **labels: str) -> float:
@@ -145,8 +147,8 @@ def test_sweeps_are_counted() -> None:
     found = value("cdc_recon_missed_changes_found_total")
     runs = value("cdc_recon_sweep_duration_seconds_count")
     failed = value("cdc_recon_sweeps_total", status="failed")
-    metrics.observed_sweeps(lambda *a, **k: Run("ok", 3, 2, 1, 7))(None)
-    metrics.observed_sweeps(lambda *a, **k: Run("skipped (lock)", 0, 0, 0, None))(None)
+    observed_sweeps(lambda *a, **k: Run("ok", 3, 2, 1, 7))(None)
+    observed_sweeps(lambda *a, **k: Run("skipped (lock)", 0, 0, 0, None))(None)
     assert value("cdc_recon_missed_changes_found_total") == found + 3
     assert value("cdc_recon_sweep_duration_seconds_count") == runs + 1
 
@@ -154,7 +156,7 @@ def test_sweeps_are_counted() -> None:
         raise RuntimeError("source gone")
 
     with pytest.raises(RuntimeError):
-        metrics.observed_sweeps(broken)(None)
+        observed_sweeps(broken)(None)
     assert value("cdc_recon_sweeps_total", status="failed") == failed + 1
 
 
