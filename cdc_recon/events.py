@@ -31,6 +31,12 @@ import orjson
 MAX_POSITION_PART = 2**63 - 1
 TXID_MASK = 0xFFFFFFFF
 
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+"""A column the event did not carry (unchanged TOAST, or absent): never overwritten.
+
+It lives with the events, not with the mapping that fills rows with it, because the
+COPY encoders of `cdc_recon.pg.sql` (below the applier) write it as NULL."""
+
 
 class Op(enum.StrEnum):
     """Debezium's operation codes; the plain format's INSERT/UPDATE/DELETE map onto them."""

@@ -20,11 +20,16 @@ import msgspec
 
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
-from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id, key_text, key_values
+from cdc_recon.events import (
+    MISSING,
+    ChangeEvent,
+    Op,
+    SourcePosition,
+    change_id,
+    key_text,
+    key_values,
+)
 from cdc_recon.exceptions import MappingError
-
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
-"""A column the event did not carry (unchanged TOAST, or absent): never overwritten."""
 
 Plan = tuple[tuple[int, ...] | None, frozenset[int]]
 

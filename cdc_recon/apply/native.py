@@ -16,7 +16,7 @@ import decimal
 import os
 from typing import Any
 
-from cdc_recon.apply.mapping import MISSING
+from cdc_recon.events import MISSING
 from cdc_recon.pg.sql import value_text
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from cdc_recon.apply.mapping import MISSING
+from cdc_recon.events import MISSING
 
 NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -28,9 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc_recon.apply import encode, native
-from cdc_recon.apply.mapping import MISSING, MappedChange, collapse
+from cdc_recon.apply.mapping import MappedChange, collapse
 from cdc_recon.batch import Decoded, Message
-from cdc_recon.events import ChangeEvent, Op, SourcePosition, change_id
+from cdc_recon.events import MISSING, ChangeEvent, Op, SourcePosition, change_id
 from cdc_recon.pg import sql
 
 NATIVE = cdc_recon_native.LineEncoder(MISSING, sql.value_text, decimal.Decimal)
