@@ -46,10 +46,10 @@ import apply as bench  # noqa: E402
 
 import cdc_recon.apply.service  # noqa: E402
 from cdc_recon.apply.applier import Applier  # noqa: E402
-from cdc_recon.apply.control_tables import init_control_schema  # noqa: E402
 from cdc_recon.apply.pipeline import ApplyPipeline, tune_interpreter  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch  # noqa: E402
 from cdc_recon.config import ServiceSettings, Settings  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
 from cdc_recon.kafka.consumer import GroupConsumer  # noqa: E402
 from cdc_recon.pg.engine import create_engine  # noqa: E402
 

@@ -38,8 +38,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cdc_recon.apply.control_tables import init_control_schema  # noqa: E402
 from cdc_recon.config import Settings, load_settings  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
 from cdc_recon.pg.engine import create_engine  # noqa: E402
 from cdc_recon.pg.raw import raw_connection  # noqa: E402
 from cdc_recon.pg.sql import change_id_order  # noqa: E402

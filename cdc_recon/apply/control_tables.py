@@ -9,20 +9,16 @@
                 the same transaction as the rows (P4)
     failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5)
 
-and the sweeper's `sweeper_watermark`, `sweep_runs` and `missed_changes`
-(`cdc_recon.db.sweep_sql`), and reconciliation's runs, findings, audit and review queue
-(`cdc_recon.db.reconcile.store`).
+The sweeper's tables (`cdc_recon.sweep.queries`) and reconciliation's
+(`cdc_recon.reconcile.store`) are their own; `cdc_recon.control_schema` creates all of
+them.
 
 Every statement is idempotent: `init` may run any number of times.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from cdc_recon.pg.sql import change_id_order, quote_ident
-from cdc_recon.reconcile.store import RECONCILE_TABLES, reconcile_ddl
-from cdc_recon.sweep.queries import SWEEPER_TABLES, sweeper_ddl
 
 CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
 # What control tables created by an earlier version lack until `init` runs again:
@@ -107,13 +103,3 @@ def control_ddl(schema: str) -> list[str]:
             resolved_at timestamptz,
             UNIQUE (topic, kafka_partition, kafka_offset))""",
     ]
-
-
-def init_control_schema(engine: sa.Engine, schema: str) -> list[str]:
-    """Create the control schema and tables if absent; returns the tables now present."""
-    with engine.begin() as conn:
-        # Two instances starting at once must not race on CREATE ... IF NOT EXISTS.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('cdc_recon.init'))"))
-        for statement in control_ddl(schema) + sweeper_ddl(schema) + reconcile_ddl(schema):
-            conn.execute(sa.text(statement))
-    return [f"{schema}.{table}" for table in CONTROL_TABLES + SWEEPER_TABLES + RECONCILE_TABLES]

@@ -99,8 +99,8 @@ def doctor(ctx: typer.Context) -> None:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create the ledger and control tables in the target database (idempotent)."""
-    from cdc_recon.apply.control_tables import init_control_schema
     from cdc_recon.apply.status import present_tables
+    from cdc_recon.control_schema import init_control_schema
     from cdc_recon.pg.engine import check_connection, create_engine
 
     settings = ctx.obj.settings()

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from cdc_recon.apply.applier import Applier
-from cdc_recon.apply.control_tables import init_control_schema
 from cdc_recon.apply.status import require_control_tables
 from cdc_recon.batch import Decoded, Failure, FailureReason, Message
 from cdc_recon.config import Settings, load_settings
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import ChangeEvent, Op, SourcePosition
 from cdc_recon.exceptions import ConfigError
 from tests.conftest import Database

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc_recon.apply.control_tables import init_control_schema
 from cdc_recon.config import Settings, load_settings
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import key_text
 from cdc_recon.exceptions import ConfigError
 from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog

@@ -25,10 +25,10 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cdc_recon.apply.applier import Applier
-from cdc_recon.apply.control_tables import init_control_schema
 from cdc_recon.batch import Message
 from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings, load_settings
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import change_id, key_text
 from cdc_recon.exceptions import SourceBusy
 from cdc_recon.pg.engine import create_engine

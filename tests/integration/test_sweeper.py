@@ -26,9 +26,9 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from cdc_recon.apply.control_tables import init_control_schema
 from cdc_recon.cli.app import main
 from cdc_recon.config import Settings, load_settings
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import TXID_MASK, change_id, key_text
 from cdc_recon.run import run_service
 from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
