@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import CdcReconError
+from cdc_recon.replay import MissedChange, replay_missed
 from cdc_recon.sweep.store import SweepStore
-
-if TYPE_CHECKING:
-    from cdc_recon.replay import MissedChange
 
 LOG = logging.getLogger("cdc_recon.sweeper")
 REPLAY_CHUNK = 1000
@@ -34,8 +32,6 @@ def replay_pending(
     An error of the replay helper (Kafka or the source unreachable) leaves the chunk
     pending with the error as `last_error`, and stops: the next run tries again.
     """
-    from cdc_recon.replay import replay_missed  # it imports the service, which imports us
-
     counts: dict[str, int] = {}
     for first in range(0, len(rows), REPLAY_CHUNK):
         if cancel():
@@ -59,8 +55,6 @@ def replay_pending(
 
 def _missed(row: tuple[Any, ...]) -> MissedChange:
     """A `missed_changes` row (MISSED_COLUMNS order) for the replay helper."""
-    from cdc_recon.replay import MissedChange
-
     change_id, table, key, tx, position, changed_at, topic, partition, offset = row
     return MissedChange(
         change_id=change_id,
