@@ -34,9 +34,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.config import Settings
-from cdc_recon.exceptions import CdcReconError, UsageError
+from cdc_recon.exceptions import CdcReconError, JobsBusy, UsageError
 from cdc_recon.monitor import figures as db
-from cdc_recon.monitor.jobs import JobsBusy, ReplayJobs, parse_request
+from cdc_recon.monitor.jobs import ReplayJobs, parse_request
 from cdc_recon.monitor.poller import StatusPoller, readiness, status_document
 
 JSON = "application/json"

@@ -23,16 +23,12 @@ from datetime import datetime
 from typing import Any
 
 from cdc_recon.config import Settings
-from cdc_recon.exceptions import CdcReconError, UsageError
+from cdc_recon.exceptions import JobsBusy, UsageError
 from cdc_recon.timeparse import parse_window
 
 LOG = logging.getLogger("cdc_recon.http.jobs")
 SOURCES = ("kafka", "source-db")
 ReplayFn = Callable[..., Any]  # replay_window's signature
-
-
-class JobsBusy(CdcReconError):
-    """Too many replay jobs are running; try again when one finished."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cdc_recon.exceptions import CdcReconError, DatabaseUnavailable, UsageError
+from cdc_recon.exceptions import CdcReconError, DatabaseUnavailable, UsageError, WorkloadError
 from cdc_recon.pg.errors import (
     CONNECT_FAILED,
     DriverError,
@@ -35,10 +35,6 @@ from cdc_recon.pg.errors import (
 from cdc_recon.pg.raw import json_param
 from cdc_recon.workload.planner import KINDS, Mix, Planner, StartState, Statement
 from cdc_recon.workload.tables import BY_NAME, TABLES, quote
-
-
-class WorkloadError(CdcReconError):
-    """The source database refused a workload statement (not a lost connection)."""
 
 
 @dataclass(frozen=True)
