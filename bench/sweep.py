@@ -2,7 +2,7 @@
 
 Builds, with set-based SQL (`INSERT ... SELECT generate_series`):
 
-- in the SOURCE database, a trigger change log (`cdc_recon.db.changelog`) holding N
+- in the SOURCE database, a trigger change log (`cdc_recon.source_db.changelog`) holding N
   changes of one mapped table, one key each, spread over 200 seconds an hour ago;
 - in the TARGET database, a control schema whose ledger holds all of them but a random,
   known set of M; of those, S get a newer position in `key_state` (superseded: a later

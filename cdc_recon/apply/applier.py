@@ -1,7 +1,7 @@
 """The applier: one target transaction per batch for rows, ledger, failures and offsets.
 
 A batch goes through two halves, so that the service can prepare batch N+1 while the
-target applies batch N (`cdc_recon.pipeline`):
+target applies batch N (`cdc_recon.apply.pipeline`):
 
 `prepare_batch` (Python only, no database):
 1. map every event through the configured table mapping; an unmapped table or column
@@ -11,7 +11,7 @@ target applies batch N (`cdc_recon.pipeline`):
 
 `write` (one transaction, promises P2-P5):
 3. COPY the ledger lines straight into the ledger, `superseded` when late in the batch
-   and `applied` otherwise (`db.encode.encode_ledger`);
+   and `applied` otherwise (`encode.encode_ledger`);
 4. per table, COPY the winners into a stage and, in one statement, advance `key_state`
    where the winner is newer (the guard: an older or concurrent write can never move a
    key back, P3), drop the rest from the stage, and return the keys whose position

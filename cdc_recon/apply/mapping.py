@@ -193,7 +193,7 @@ class Winner(msgspec.Struct, frozen=True, gc=False):
     deleted: bool
     missing: frozenset[int]
     # The position of the key's first change in the batch when it had several (the
-    # oldest its ledger records as applied, see `db.encode.ledger_lines`); None for one.
+    # oldest its ledger records as applied, see `encode.ledger_lines`); None for one.
     first: SourcePosition | None = None
 
 

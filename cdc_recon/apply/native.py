@@ -1,7 +1,7 @@
 """The Rust COPY text encoders (`native/`, module `cdc_recon_native`), when installed.
 
 `scripts/setup` builds them with cargo. They write the same text as the Python encoders
-in `db/encode.py` and `db/sql.py`, which stay the reference (`tests/unit/test_native.py`
+in `apply/encode.py` and `pg/sql.py`, which stay the reference (`tests/unit/apply/test_native.py`
 holds the two equal), in about a fifth of the time: the service's thread spends about a
 third of its time per event there. Without the module, or with `CDC_RECON_NATIVE=0`,
 everything runs in Python, only slower.

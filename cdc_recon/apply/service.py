@@ -11,7 +11,7 @@ Commit protocol, per polled batch (promises P2, P4, P5):
 4. send the batch's failures to the dead-letter topic and flush;
 5. commit the same next offsets to Kafka.
 
-Step 3 runs on a worker thread (`cdc_recon.pipeline`), one batch at a time and in order:
+Step 3 runs on a worker thread (`cdc_recon.apply.pipeline`), one batch at a time and in order:
 while the target applies batch N, the next batches are polled and decoded; steps 4-5 of
 N follow its own step 3 and come before steps 4-5 of N+1. No batch is applied after one
 that failed.

@@ -72,7 +72,7 @@ class TableStatements:
 
     def advance_key_state(self, several: bool) -> str:
         """Advance key_state and drop the stage rows of keys that did not advance; returns
-        the keys whose `applied` ledger lines (`db.encode.encode_ledger`) may be wrong,
+        the keys whose `applied` ledger lines (`encode.encode_ledger`) may be wrong,
         with the position each held before: none for a key that did not advance (all are
         superseded), else one at least as new as the key's first change in the batch.
 
@@ -180,7 +180,7 @@ def source_ts(millis: str) -> str:
 
 
 def copy_ledger(schema: str) -> str:
-    """COPY straight into the ledger (`db.encode.encode_ledger`)."""
+    """COPY straight into the ledger (`encode.encode_ledger`)."""
     return f"COPY {quote_ident(schema)}.ledger ({LEDGER_COLUMNS}, source_ts, outcome) FROM STDIN"
 
 

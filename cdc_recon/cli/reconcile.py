@@ -1,4 +1,4 @@
-"""The reconciliation commands, registered on the `cdc-recon` app by `cdc_recon.cli`.
+"""The reconciliation commands, registered on the `cdc-recon` app by `cdc_recon.cli.app`.
 
     $ cdc-recon -c cdc-recon.yml reconcile [--table T] [--check counts|checksums|...|anomalies|all]
           [--incremental] [--json] [--fix [--apply] [--delete-extras] | --export-sql FILE]
@@ -9,7 +9,7 @@
     $ cdc-recon -c cdc-recon.yml review summary
 
 `reconcile` exits 0 when every check passes, 1 when a check found inconsistencies or
-failed. Errors propagate to `cdc_recon.cli.main`, which turns them into exit codes.
+failed. Errors propagate to `cdc_recon.cli.app.main`, which turns them into exit codes.
 """
 
 from __future__ import annotations

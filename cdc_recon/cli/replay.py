@@ -1,10 +1,10 @@
-"""The `replay` command, registered on the `cdc-recon` app by `cdc_recon.cli`.
+"""The `replay` command, registered on the `cdc-recon` app by `cdc_recon.cli.app`.
 
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--table public.customers]
           [--source kafka|source-db] [--dry-run] [--json]
 
 Times are ISO-8601 (UTC when no zone is given), `now`, or relative: -90s, -30m, -2h, -1d,
--1w. Errors propagate to `cdc_recon.cli.main`, which turns them into exit codes.
+-1w. Errors propagate to `cdc_recon.cli.app.main`, which turns them into exit codes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `report` command, registered on the `cdc-recon` app by `cdc_recon.cli`.
+"""The `report` command, registered on the `cdc-recon` app by `cdc_recon.cli.app`.
 
     $ cdc-recon -c cdc-recon.yml report --date 2025-03-01 [--json]
     $ cdc-recon -c cdc-recon.yml report --trend 7d [--json]

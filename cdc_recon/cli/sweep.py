@@ -1,10 +1,10 @@
-"""The sweeper's commands, registered on the `cdc-recon` app by `cdc_recon.cli`.
+"""The sweeper's commands, registered on the `cdc-recon` app by `cdc_recon.cli.app`.
 
     $ cdc-recon -c cdc-recon.yml source install --table public.customers [--table ...]
     $ cdc-recon -c cdc-recon.yml source uninstall [--table ...] [--drop-log]
     $ cdc-recon -c cdc-recon.yml sweep --once [--from -2h --to -5m] [--json] [--no-replay]
 
-Errors propagate to `cdc_recon.cli.main`, which turns them into exit codes.
+Errors propagate to `cdc_recon.cli.app.main`, which turns them into exit codes.
 """
 
 from __future__ import annotations

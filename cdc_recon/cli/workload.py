@@ -1,4 +1,4 @@
-"""The `workload` commands, registered on the `cdc-recon` app by `cdc_recon.cli`.
+"""The `workload` commands, registered on the `cdc-recon` app by `cdc_recon.cli.app`.
 
     $ cdc-recon workload schema --schema shop [--source-url URL]
     $ cdc-recon workload run --schema shop --rate 200 --duration 60 \\
@@ -11,7 +11,7 @@ The source database is `--source-url`, else the configuration's `source_url`
 tables in the target. `mapping` prints the `topics:` and `tables:` of a cdc-recon config
 for a Debezium connector capturing the schema (`table.include.list` in a comment, or
 alone with `--include-list`).
-Errors propagate to `cdc_recon.cli.main`, which turns them into exit codes.
+Errors propagate to `cdc_recon.cli.app.main`, which turns them into exit codes.
 """
 
 from __future__ import annotations

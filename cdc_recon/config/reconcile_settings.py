@@ -30,7 +30,7 @@
         min_deviation: 3.0       # a reported bucket has a feature this many robust SDs off
 
 Rule queries are SQL written by the operator in the configuration; they run as given,
-in read-only transactions. Every other statement is built by `cdc_recon.db.reconcile`
+in read-only transactions. Every other statement is built by `cdc_recon.reconcile`
 from quoted identifiers and bound parameters.
 """
 

@@ -1,6 +1,6 @@
 """The status thread: every `monitoring.refresh` seconds, ask the target and Kafka.
 
-It reads the control tables' figures (`cdc_recon.db.monitoring.control_figures`), checks
+It reads the control tables' figures (`cdc_recon.monitor.figures.control_figures`), checks
 that the Kafka cluster answers, exports what it read as gauges (ledger rows, open
 failures, missed changes, the sweeper's watermark age) and keeps the result for the API,
 so that HTTP requests and scrapes never wait for the database.

@@ -1,6 +1,6 @@
 """Daily reports and trends per table, from the control tables (`cdc-recon report`).
 
-Pure functions over `db.report.daily_counts`: the day's figures per table, and per table
+Pure functions over `report_sql.daily_counts`: the day's figures per table, and per table
 and figure a trend over N days, classified by the least-squares slope of the daily
 values relative to their mean:
 

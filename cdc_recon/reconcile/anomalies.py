@@ -2,7 +2,7 @@
 extra, scikit-learn).
 
 1. read the ledger of the last `lookback` seconds per target table and time bucket
-   (`db.reconcile.activity`), idle buckets included (`activity.per_table`);
+   (`activity_sql`), idle buckets included (`activity.per_table`);
 2. per table, the buckets of the last `recent` seconds are scored by a forest fitted on
    the table's history before them (from its first active bucket; a table with fewer
    than `min_buckets` of history is not scored, and says so);

@@ -34,7 +34,7 @@ def replay_missed(settings: Settings, missed: Sequence[MissedChange]) -> dict[st
     message, and the ledger records it under its own change id. Any other (no
     coordinates; the message is gone, undecodable or holds another change) is replaced by
     a re-read of its key's current row from the source: one locked query per table and
-    batch of keys, a key without a row becoming a delete (`cdc_recon.db.source_rows`).
+    batch of keys, a key without a row becoming a delete (`cdc_recon.source_db.rows`).
     Messages are applied before re-reads, which are newer.
 
     `pending` means try again later (the source was busy or unreachable, the row changed

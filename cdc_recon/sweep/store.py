@@ -3,7 +3,7 @@
 The session holds the advisory lock (one sweeper across all instances), the stage
 tables (temporary, so private to the run) and the work of each step in one transaction:
 stage the window, anti-join it, record the missed changes and advance the watermark.
-SQL comes from `cdc_recon.db.sweep_sql`.
+SQL comes from `cdc_recon.sweep.queries`.
 
     >>> store = SweepStore(conn, "cdc_recon", pipeline="g", adapter="pg_trigger")  # doctest: +SKIP
     >>> store.try_lock()                                                          # doctest: +SKIP

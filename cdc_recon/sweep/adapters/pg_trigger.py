@@ -2,7 +2,7 @@
 
 The most direct evidence of what the source changed: every insert, update and delete of
 an installed table writes one entry in the changing transaction (see
-`cdc_recon.db.changelog` for the table, the trigger and how the entry's identity matches
+`cdc_recon.source_db.changelog` for the table, the trigger and how the entry's identity matches
 the ledger's). `cdc-recon source install --table public.customers` installs it;
 the sweeper reads closed windows of it and prunes what is older than the retention and
 already swept.
