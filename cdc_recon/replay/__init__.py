@@ -28,7 +28,7 @@ Where the changes come from:
 
 from __future__ import annotations
 
-from cdc_recon.replay.events import MissedChange, ReplayOutcome, ReplaySummary
+from cdc_recon.replay.changes import MissedChange, ReplayOutcome, ReplaySummary
 from cdc_recon.replay.missed import replay_missed
 from cdc_recon.replay.window import replay_window
 

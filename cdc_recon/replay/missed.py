@@ -11,7 +11,7 @@ from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings, TableMapping
 from cdc_recon.exceptions import ConfigError, ConnectionFailed, SourceBusy
 from cdc_recon.kafka.window import OffsetsRead, WindowReader
-from cdc_recon.replay.events import (
+from cdc_recon.replay.changes import (
     MissedChange,
     ReplayOutcome,
     chunks,

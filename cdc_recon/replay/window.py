@@ -12,7 +12,7 @@ from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings, TableMapping
 from cdc_recon.exceptions import ConfigError, UsageError
 from cdc_recon.kafka.window import WindowReader
-from cdc_recon.replay.events import ReplaySummary, chunks, reread_events
+from cdc_recon.replay.changes import ReplaySummary, chunks, reread_events
 from cdc_recon.replay.sinks import Sink, avro_decoder, select_tables, source_reader, target_sink
 from cdc_recon.source_db.rows import SourceRead, SourceRows
 

@@ -19,7 +19,7 @@ from cdc_recon.events import ChangeEvent, Op, SourcePosition, key_text
 from cdc_recon.exceptions import ConfigError, DatabaseUnavailable, SourceBusy, UsageError
 from cdc_recon.kafka.consumer import Watermarks
 from cdc_recon.kafka.window import OffsetRange, runs, window_range
-from cdc_recon.replay.events import (
+from cdc_recon.replay.changes import (
     MissedChange,
     ReplaySummary,
     chunks,
