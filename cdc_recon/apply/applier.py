@@ -65,7 +65,7 @@ from cdc_recon.exceptions import (
 )
 from cdc_recon.pg import errors as pg_errors
 from cdc_recon.pg.errors import CONNECT_FAILED, REJECTED_DATA, DriverError, first_line
-from cdc_recon.pg.raw import binary
+from cdc_recon.pg.params import binary
 
 # COPY data goes to the server in chunks of this size; few chunks means few GIL
 # hand-offs for the worker thread while the service's thread decodes the next batch.

@@ -32,7 +32,7 @@ from cdc_recon.pg.errors import (
     reason,
     unreachable,
 )
-from cdc_recon.pg.raw import json_param
+from cdc_recon.pg.params import json_param
 from cdc_recon.workload.planner import KINDS, Mix, Planner, StartState, Statement
 from cdc_recon.workload.tables import BY_NAME, TABLES, quote
 
