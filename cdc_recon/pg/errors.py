@@ -1,23 +1,25 @@
-"""Driver errors as errors of our tree: the only module that reads psycopg2's exceptions.
+"""Driver errors as errors of our tree: the only module that names psycopg2's exceptions.
 
-Every capability meets PostgreSQL's errors here, once, and says only what a refusal
-means for it:
+Every capability meets PostgreSQL's errors here and decides only what a refusal means
+for it. The mapping, once:
 
     driver error                                   becomes
     a connection that cannot be opened             DatabaseUnavailable ("cannot reach the
-      (SQLAlchemy's OperationalError, or the         <name> database: ...")
-      driver's unwrapped by `raw_connection()`)
+      (SQLAlchemy's OperationalError, or the         <name> database: ..."): `unreachable`,
+      driver's, unwrapped by `raw_connection()`)     `guard` (SQLAlchemy reads)
     a lost connection (OperationalError,           DatabaseUnavailable ("<name> database:
-      InterfaceError) inside `translate()`           ..."), or the caller's `lost`
-    any other driver error inside `translate()`    the caller's `refused` class:
-                                                     SweepError (sweeper), WorkloadError ...
+      InterfaceError) inside `translate()`           ...")
+    any other driver error inside `translate()`    the caller's `refused` class (SweepError
+                                                     by default: the sweeper's COPY)
 
-and the classes and predicates a capability needs to decide (`DriverError`,
-`REJECTED_DATA`, `is_lost`, `is_transient`,
-`is_duplicate`, `is_undefined_table`), so that no module outside
-`cdc_recon.pg` names a driver class or an SQLSTATE.
+Callers that choose between more outcomes than that use the classes and predicates
+here (`DriverError`, `REJECTED_DATA`, `is_lost`, `is_transient`, `is_duplicate`,
+`is_undefined_table`, `sqlstate`): the applier (TransientDatabaseError, ApplyError, a
+rejected row to quarantine), the source re-reads (SourceBusy, ConfigError) and the
+workload (UsageError, WorkloadError). No module outside `cdc_recon.pg` names a driver
+class or an SQLSTATE.
 
-    >>> with translate("source", refused=SweepError):   # doctest: +SKIP
+    >>> with translate("source"):   # doctest: +SKIP
     ...     cur.execute(sql)
 """
 
@@ -82,16 +84,15 @@ def translate(
     name: str,
     *,
     refused: Callable[[str], CdcReconError] = SweepError,
-    lost: Callable[[str], CdcReconError] | None = None,
 ) -> Iterator[None]:
-    """Driver errors of the block as ours: a lost server is `DatabaseUnavailable` (or
-    `lost`), any other refusal `refused`; both name the `name` database."""
+    """Driver errors of the block as ours: a lost server is `DatabaseUnavailable`, any
+    other refusal `refused`; both name the `name` database."""
     try:
         yield
     except DriverError as exc:
         message = f"{name} database: {first_line(exc)}"
         if is_lost(exc):
-            raise (lost(message) if lost else DatabaseUnavailable(message, service=name)) from exc
+            raise DatabaseUnavailable(message, service=name) from exc
         raise refused(message) from exc
 
 
