@@ -46,16 +46,16 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cdc_recon.apply import native  # noqa: E402
+from cdc_recon.apply.applier import Applier  # noqa: E402
+from cdc_recon.apply.service import Service  # noqa: E402
 from cdc_recon.batch import Message  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch, decode_message  # noqa: E402
 from cdc_recon.config import ServiceSettings, Settings, load_settings  # noqa: E402
-from cdc_recon.db import native  # noqa: E402
-from cdc_recon.db.applier import Applier  # noqa: E402
-from cdc_recon.db.engine import create_engine  # noqa: E402
-from cdc_recon.db.schema import init_control_schema  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
 from cdc_recon.kafka.consumer import PREFETCH, GroupConsumer  # noqa: E402
 from cdc_recon.kafka.producer import DeadLetterProducer  # noqa: E402
-from cdc_recon.service import Service  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
 
 COLUMNS = ("id", "name", "email", "balance", "updated_at", "notes")
 TABLE_DDL = (

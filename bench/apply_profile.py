@@ -44,14 +44,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import apply as bench  # noqa: E402
 
-import cdc_recon.service  # noqa: E402
+import cdc_recon.apply.service  # noqa: E402
+from cdc_recon.apply.applier import Applier  # noqa: E402
+from cdc_recon.apply.pipeline import ApplyPipeline, tune_interpreter  # noqa: E402
 from cdc_recon.codecs.messages import decode_batch  # noqa: E402
 from cdc_recon.config import ServiceSettings, Settings  # noqa: E402
-from cdc_recon.db.applier import Applier  # noqa: E402
-from cdc_recon.db.engine import create_engine  # noqa: E402
-from cdc_recon.db.schema import init_control_schema  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
 from cdc_recon.kafka.consumer import GroupConsumer  # noqa: E402
-from cdc_recon.pipeline import ApplyPipeline, tune_interpreter  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
 
 SERVER_LOG = ROOT / ".stack" / "postgres" / "server.log"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -164,7 +164,7 @@ def cpu_seconds() -> dict[str, float]:
 # What the two threads of the service do: (owner, attribute, label).
 THREAD_STEPS = (
     (GroupConsumer, "consume_batch", "service thread: consume"),
-    (cdc_recon.service, "decode_batch", "service thread: decode"),
+    (cdc_recon.apply.service, "decode_batch", "service thread: decode"),
     (Applier, "prepare_batch", "service thread: prepare"),
     (ApplyPipeline, "_finish_oldest", "service thread: wait for the worker"),
     (Applier, "write", "apply worker: write"),

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdc_recon.config import Settings, load_settings  # noqa: E402
-from cdc_recon.db.engine import create_engine  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
 from cdc_recon.reconcile.runner import run_reconcile  # noqa: E402
 
 COLUMNS = ("name", "amount", "ts", "flag")

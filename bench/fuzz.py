@@ -71,7 +71,7 @@ from bench.fuzz_messages import (  # noqa: E402
     Row,
     generate,
 )
-from cdc_recon.db.engine import create_engine  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
 
 COUNTERS = ("crashes", "stalls", "unaccounted", "wrong_rows", "dead_letters_missing")
 FOUR_MB = 4 << 20

@@ -8,7 +8,7 @@ CHECK constraint, in the same run and interleaved, `--repeats` times each:
 2. **rejected=N** for each N of `--rejected`: N rows scattered through the batch break
    the constraint, which only the target knows, so Python cannot refuse them first: the
    set-based write fails, and the batch is written again row by row in one statement
-   per table (`cdc_recon.db.isolate`). Every rejected row must come back as a failure.
+   per table (`cdc_recon.apply.isolate`). Every rejected row must come back as a failure.
 
 Before issue 13 the rejected rows were isolated by bisection: 300 of 2,000 cost 292 s.
 Prints medians with their spread, then, last, the line
@@ -35,12 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cdc_recon.apply.applier import Applier  # noqa: E402
 from cdc_recon.batch import Decoded, Message  # noqa: E402
 from cdc_recon.config import load_settings  # noqa: E402
-from cdc_recon.db.applier import Applier  # noqa: E402
-from cdc_recon.db.engine import create_engine  # noqa: E402
-from cdc_recon.db.schema import init_control_schema  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
 from cdc_recon.events import ChangeEvent, Op, SourcePosition  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
 
 TS_MS = 1_700_000_000_000
 

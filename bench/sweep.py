@@ -2,7 +2,7 @@
 
 Builds, with set-based SQL (`INSERT ... SELECT generate_series`):
 
-- in the SOURCE database, a trigger change log (`cdc_recon.db.changelog`) holding N
+- in the SOURCE database, a trigger change log (`cdc_recon.source_db.changelog`) holding N
   changes of one mapped table, one key each, spread over 200 seconds an hour ago;
 - in the TARGET database, a control schema whose ledger holds all of them but a random,
   known set of M; of those, S get a newer position in `key_state` (superseded: a later
@@ -39,14 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdc_recon.config import Settings, load_settings  # noqa: E402
-from cdc_recon.db import changelog, sweep_sql  # noqa: E402
-from cdc_recon.db.engine import create_engine  # noqa: E402
-from cdc_recon.db.raw import raw_connection  # noqa: E402
-from cdc_recon.db.schema import init_control_schema  # noqa: E402
-from cdc_recon.db.sql import change_id_order  # noqa: E402
-from cdc_recon.source.base import Window  # noqa: E402
-from cdc_recon.source.pg_trigger import PgTriggerLog  # noqa: E402
-from cdc_recon.sweeper import SweepRun, sweep_once  # noqa: E402
+from cdc_recon.control_schema import init_control_schema  # noqa: E402
+from cdc_recon.pg.engine import create_engine  # noqa: E402
+from cdc_recon.pg.raw import raw_connection  # noqa: E402
+from cdc_recon.pg.sql import change_id_order  # noqa: E402
+from cdc_recon.source_db import changelog  # noqa: E402
+from cdc_recon.sweep import queries as sweep_sql  # noqa: E402
+from cdc_recon.sweep.adapters.base import Window  # noqa: E402
+from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog  # noqa: E402
+from cdc_recon.sweep.sweeper import SweepRun, sweep_once  # noqa: E402
 
 TABLE = "public.customers"
 SPREAD_S = 200.0

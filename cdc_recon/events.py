@@ -36,6 +36,12 @@ MAX_SOURCE_TS_MS = 253_402_300_799_999
 CONNECTORS = ("postgresql", "mysql", "plain")
 """Families of source positions; positions of two families are never compared."""
 
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+"""A column the event did not carry (unchanged TOAST, or absent): never overwritten.
+
+It lives with the events, not with the mapping that fills rows with it, because the
+COPY encoders of `cdc_recon.pg.sql` (below the applier) write it as NULL."""
+
 
 class Op(enum.StrEnum):
     """Debezium's operation codes; the plain format's INSERT/UPDATE/DELETE map onto them."""

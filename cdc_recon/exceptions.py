@@ -13,6 +13,8 @@
     │   └── TransientDatabaseError  worth retrying (connection lost, serialization failure)
     ├── SweepError                  a sweep could not read or record a window (names it)
     ├── SourceBusy                  source rows stayed locked too long to re-read (names the table)
+    ├── JobsBusy                    too many replay jobs run already (the HTTP API answers 409)
+    ├── WorkloadError               the source refused a workload statement (`cdc-recon workload`)
     └── StackError                  the local stack could not be started
 
 Errors carry data (topic, partition, offset, table, key) so that the quarantine and the
@@ -137,6 +139,14 @@ class SourceBusy(CdcReconError):
     def __init__(self, message: str, *, table: str | None = None) -> None:
         super().__init__(message)
         self.table = table
+
+
+class JobsBusy(CdcReconError):
+    """Too many replay jobs are running; try again when one finished."""
+
+
+class WorkloadError(CdcReconError):
+    """The source database refused a workload statement (not a lost connection)."""
 
 
 class StackError(CdcReconError):

@@ -8,7 +8,7 @@ run on every value the applier writes, so each is a few type tests.
 
 Other types (uuid, bytea, arrays, enums, ...) are left to the target, but for text that
 no PostgreSQL column holds: what the target rejects is quarantined row by row
-(`db.isolate`).
+(`apply.isolate`).
 
     >>> check = column_check("numeric(12,2)")
     >>> check(Decimal("1.5")) is None, check(Decimal("12.345"))

@@ -1,4 +1,4 @@
-"""COPY text encoders in Rust, equal to `cdc_recon.db.encode` / `cdc_recon.db.sql`."""
+"""COPY text encoders in Rust, equal to `cdc_recon.apply.encode` / `cdc_recon.pg.sql`."""
 
 from collections.abc import Callable
 from typing import Any

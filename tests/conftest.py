@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cdc_recon.db.engine import create_engine
+from cdc_recon.pg.engine import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_NAMES = ("CDC_RECON_KAFKA_BOOTSTRAP", "CDC_RECON_SOURCE_URL", "CDC_RECON_TARGET_URL")

@@ -110,7 +110,7 @@ Outcome = tuple[Message, str, str | None]  # the failure's message, its state, w
 
 
 class DeliveryJournal(Protocol):
-    """Where dead-letter outcomes are kept (`cdc_recon.db.dead_letters.DeadLetterJournal`).
+    """Where dead-letter outcomes are kept (`cdc_recon.apply.dead_letters.DeadLetterJournal`).
 
     Called on the service's thread only; `ConnectionFailed` when the store is unreachable.
     """

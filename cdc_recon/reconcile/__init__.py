@@ -16,5 +16,18 @@
     scheduler    runbook-like jobs inside `cdc-recon run`
     metrics      Prometheus metrics of the checks
 
-All SQL lives in `cdc_recon.db.reconcile`.
+and their SQL, the only place it is built (a `_sql` module is the SQL half of the logic
+module of the same stem):
+
+    catalog      columns, types, nullability and key of a table, from pg_catalog
+    expressions  normalised column expressions, row hashes, key predicates (pure)
+    segment_sql  count-and-checksum of key ranges, split points, row fetches
+    check_sql    counts by group, orphans, future timestamps, rule queries
+    store        control tables: runs, findings, corrections (audit), review queue, jobs
+    fixes        compare-and-set corrections and their audit images
+    review_sql   the review queue's reads and resolutions
+    activity_sql the ledger's changes per table and time bucket (anomaly check)
+
+Identifiers come from the configuration and the catalog and are always quoted; values
+are always bound parameters (pyformat, so that `--export-sql` can `mogrify` them).
 """

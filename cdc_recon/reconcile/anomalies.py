@@ -2,7 +2,7 @@
 extra, scikit-learn).
 
 1. read the ledger of the last `lookback` seconds per target table and time bucket
-   (`db.reconcile.activity`), idle buckets included (`activity.per_table`);
+   (`activity_sql`), idle buckets included (`activity.per_table`);
 2. per table, the buckets of the last `recent` seconds are scored by a forest fitted on
    the table's history before them (from its first active bucket; a table with fewer
    than `min_buckets` of history is not scored, and says so);
@@ -27,10 +27,10 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 
-from cdc_recon.config_reconcile import AnomalySettings
-from cdc_recon.db.reconcile.activity import has_ledger, ledger_activity
+from cdc_recon.config.reconcile_settings import AnomalySettings
 from cdc_recon.exceptions import UsageError
 from cdc_recon.reconcile.activity import IDLE, Vector, deviations, model_vector, per_table
+from cdc_recon.reconcile.activity_sql import has_ledger, ledger_activity
 from cdc_recon.reconcile.checks import CheckContext
 from cdc_recon.reconcile.model import SEVERITY, CheckResult, Finding
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.db.reconcile import checks as check_sql
-from cdc_recon.db.reconcile import segments as sql
-from cdc_recon.db.sql import quote_ident
 from cdc_recon.exceptions import ConfigError
-from cdc_recon.reconcile import sampling
+from cdc_recon.pg.sql import quote_ident
+from cdc_recon.reconcile import check_sql, sampling
+from cdc_recon.reconcile import segment_sql as sql
 from cdc_recon.reconcile.checksums import ChecksumDiff
 from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.model import EXTRA, SEVERITY, CheckResult, Finding

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from cdc_recon.config_reconcile import ReconcileSettings
-from cdc_recon.db.reconcile import segments as sql
-from cdc_recon.db.reconcile.expressions import KeyValues, SideSql
+from cdc_recon.config.reconcile_settings import ReconcileSettings
+from cdc_recon.reconcile import segment_sql as sql
 from cdc_recon.reconcile.diff import diff_rows
+from cdc_recon.reconcile.expressions import KeyValues, SideSql
 from cdc_recon.reconcile.model import EXTRA, MISSING, RowDiff
 from cdc_recon.reconcile.segments import (
     FIRST_LEVEL_BUCKETS,

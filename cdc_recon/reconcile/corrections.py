@@ -27,11 +27,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.db.raw import raw_connection
-from cdc_recon.db.reconcile import fixes, store
-from cdc_recon.db.reconcile.segments import reconcile_engine
-from cdc_recon.reconcile import metrics
+from cdc_recon.pg.raw import raw_connection
+from cdc_recon.reconcile import fixes, metrics, store
 from cdc_recon.reconcile.model import EXTRA, MISMATCH, MISSING
+from cdc_recon.reconcile.segment_sql import reconcile_engine
 from cdc_recon.reconcile.tables import TableSpec, configured_tables, resolve_table
 
 Kind = Literal["insert", "update", "delete", "review"]

@@ -18,12 +18,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.db.reconcile import fixes, store
-from cdc_recon.db.reconcile import review as review_sql
-from cdc_recon.db.reconcile.segments import reconcile_engine
 from cdc_recon.exceptions import ApplyError, UsageError
-from cdc_recon.reconcile import metrics
+from cdc_recon.reconcile import fixes, metrics, review_sql, store
 from cdc_recon.reconcile.corrections import carried
+from cdc_recon.reconcile.segment_sql import reconcile_engine
 from cdc_recon.reconcile.tables import TableSpec, configured_tables, resolve_table
 
 Action = Literal["apply-source", "keep-target", "custom"]

@@ -33,14 +33,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.config_reconcile import BusinessRule
-from cdc_recon.db.reconcile import store
-from cdc_recon.db.reconcile.segments import reconcile_engine
+from cdc_recon.config.reconcile_settings import BusinessRule
 from cdc_recon.exceptions import CdcReconError, ConfigError, UsageError
-from cdc_recon.reconcile import metrics
+from cdc_recon.reconcile import metrics, store
 from cdc_recon.reconcile.anomalies import check_anomalies, ml_installed, require_ml
 from cdc_recon.reconcile.checks import CheckContext, check_checksums, check_counts, check_sample
 from cdc_recon.reconcile.model import CHECKS, ERROR, FAIL, PASS, CheckResult
+from cdc_recon.reconcile.segment_sql import reconcile_engine
 from cdc_recon.reconcile.structure import (
     check_integrity,
     check_rule,

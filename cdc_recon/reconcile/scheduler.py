@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.config_reconcile import ScheduleSettings
-from cdc_recon.db.engine import create_engine
-from cdc_recon.db.reconcile import store
+from cdc_recon.config.reconcile_settings import ScheduleSettings
+from cdc_recon.pg.engine import create_engine
+from cdc_recon.reconcile import store
 from cdc_recon.reconcile.runner import ReconcileReport, run_reconcile
 
 LOG = logging.getLogger("cdc_recon.reconcile.scheduler")

@@ -8,8 +8,8 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cdc_recon.config_reconcile import BusinessRule
-from cdc_recon.db.reconcile import checks as check_sql
+from cdc_recon.config.reconcile_settings import BusinessRule
+from cdc_recon.reconcile import check_sql
 from cdc_recon.reconcile.checks import CheckContext
 from cdc_recon.reconcile.checksums import ChecksumDiff
 from cdc_recon.reconcile.model import MISMATCH, SEVERITY, CheckResult, Finding

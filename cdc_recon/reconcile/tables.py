@@ -15,10 +15,10 @@ from typing import Literal
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
-from cdc_recon.config_reconcile import ReconcileTable
-from cdc_recon.db.reconcile.catalog import TableShape, read_shape
-from cdc_recon.db.reconcile.expressions import INTEGER_TYPES, SideSql, family
+from cdc_recon.config.reconcile_settings import ReconcileTable
 from cdc_recon.exceptions import ConfigError
+from cdc_recon.reconcile.catalog import TableShape, read_shape
+from cdc_recon.reconcile.expressions import INTEGER_TYPES, SideSql, family
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Where the changes come from:
 
 - **Kafka** (`kafka.window.WindowReader`): the CDC topics' messages timestamped in the
   window, or the messages at known coordinates, decoded as the service decodes them.
-- **The source database** (`db.source_rows`, PostgreSQL only): the current rows of the
+- **The source database** (`source_db.rows`, PostgreSQL only): the current rows of the
   keys, re-read under `FOR SHARE` locks as snapshot-like events whose position is the
   WAL LSN read after the locks, and whose `tx` is the re-reading transaction's own xid
   (`txid_current() & 0xffffffff`). The applier therefore treats a re-read as newer than
@@ -28,7 +28,7 @@ Where the changes come from:
 
 from __future__ import annotations
 
-from cdc_recon.replay.events import MissedChange, ReplayOutcome, ReplaySummary
+from cdc_recon.replay.changes import MissedChange, ReplayOutcome, ReplaySummary
 from cdc_recon.replay.missed import replay_missed
 from cdc_recon.replay.window import replay_window
 

@@ -9,10 +9,9 @@ from cdc_recon.batch import Decoded, Failure
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings, TableMapping
-from cdc_recon.db.source_rows import SourceRows, key_object
 from cdc_recon.exceptions import ConfigError, ConnectionFailed, SourceBusy
 from cdc_recon.kafka.window import OffsetsRead, WindowReader
-from cdc_recon.replay.events import (
+from cdc_recon.replay.changes import (
     MissedChange,
     ReplayOutcome,
     chunks,
@@ -21,6 +20,7 @@ from cdc_recon.replay.events import (
     reread_events,
 )
 from cdc_recon.replay.sinks import Sink, avro_decoder, source_reader, target_sink
+from cdc_recon.source_db.rows import SourceRows, key_object
 
 REPLAYED, FAILED, PENDING = "replayed", "failed", "pending"
 Fetched = list[tuple[MissedChange, Decoded]]
@@ -34,7 +34,7 @@ def replay_missed(settings: Settings, missed: Sequence[MissedChange]) -> dict[st
     message, and the ledger records it under its own change id. Any other (no
     coordinates; the message is gone, undecodable or holds another change) is replaced by
     a re-read of its key's current row from the source: one locked query per table and
-    batch of keys, a key without a row becoming a delete (`cdc_recon.db.source_rows`).
+    batch of keys, a key without a row becoming a delete (`cdc_recon.source_db.rows`).
     Messages are applied before re-reads, which are newer.
 
     `pending` means try again later (the source was busy or unreachable, the row changed

@@ -8,16 +8,16 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from cdc_recon.apply.applier import Applier
+from cdc_recon.apply.preview import TargetPreview
+from cdc_recon.apply.status import require_control_tables
 from cdc_recon.batch import ApplyResult, Decoded, Failure
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.config import Settings, TableMapping
-from cdc_recon.db.applier import Applier
-from cdc_recon.db.engine import check_connection, create_engine
-from cdc_recon.db.preview import TargetPreview
-from cdc_recon.db.source_rows import SourceRows
-from cdc_recon.db.status import require_control_tables
 from cdc_recon.exceptions import ConfigError, UsageError
 from cdc_recon.kafka.consumer import schema_registry_client
+from cdc_recon.pg.engine import check_connection, create_engine
+from cdc_recon.source_db.rows import SourceRows
 
 
 class Sink(Protocol):

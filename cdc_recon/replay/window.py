@@ -10,11 +10,11 @@ from typing import Literal
 from cdc_recon.batch import ApplyResult, Decoded, Failure
 from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings, TableMapping
-from cdc_recon.db.source_rows import SourceRead, SourceRows
 from cdc_recon.exceptions import ConfigError, UsageError
 from cdc_recon.kafka.window import WindowReader
-from cdc_recon.replay.events import ReplaySummary, chunks, reread_events
+from cdc_recon.replay.changes import ReplaySummary, chunks, reread_events
 from cdc_recon.replay.sinks import Sink, avro_decoder, select_tables, source_reader, target_sink
+from cdc_recon.source_db.rows import SourceRead, SourceRows
 
 LOG = logging.getLogger("cdc_recon.replay")
 SOURCES = ("kafka", "source-db")

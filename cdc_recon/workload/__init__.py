@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from cdc_recon.exceptions import WorkloadError
 from cdc_recon.workload.planner import Mix, Planner, StartState, Statement
-from cdc_recon.workload.runner import Summary, WorkloadConfig, WorkloadError, run_workload
+from cdc_recon.workload.runner import Summary, WorkloadConfig, run_workload
 from cdc_recon.workload.tables import (
     TABLES,
     Table,

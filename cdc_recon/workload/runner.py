@@ -1,8 +1,9 @@
 """Runs the workload against the source database: the planner's transactions, paced.
 
 This is a load generator for the *source* side, not part of the data path, so it writes
-its own SQL here rather than through `cdc_recon.db` (which serves the target and the
-sweeper). Identifiers are quoted; values travel as parameters.
+its own SQL here rather than through the capabilities' modules; its connection and driver
+errors go through `cdc_recon.pg` like everyone's. Identifiers are quoted; values travel
+as parameters.
 
     >>> config = WorkloadConfig(schema="shop", rate=200, count=5000)
     >>> run_workload(engine, config).line()  # doctest: +SKIP
@@ -20,17 +21,20 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import psycopg2
-import psycopg2.extras
 import sqlalchemy as sa
 
-from cdc_recon.exceptions import CdcReconError, DatabaseUnavailable, UsageError
+from cdc_recon.exceptions import CdcReconError, DatabaseUnavailable, UsageError, WorkloadError
+from cdc_recon.pg.errors import (
+    CONNECT_FAILED,
+    DriverError,
+    is_lost,
+    is_undefined_table,
+    reason,
+    unreachable,
+)
+from cdc_recon.pg.params import json_param
 from cdc_recon.workload.planner import KINDS, Mix, Planner, StartState, Statement
 from cdc_recon.workload.tables import BY_NAME, TABLES, quote
-
-
-class WorkloadError(CdcReconError):
-    """The source database refused a workload statement (not a lost connection)."""
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,7 @@ def statement_sql(schema: str, table: str, kind: str, columns: tuple[str, ...]) 
 def parameters(statement: Statement) -> dict[str, Any]:
     params = {f"k_{k}": value for k, value in statement.key.items()}
     for column, value in statement.values.items():
-        params[f"v_{column}"] = (
-            psycopg2.extras.Json(value) if isinstance(value, dict | list) else value
-        )
+        params[f"v_{column}"] = json_param(value)
     return params
 
 
@@ -207,26 +209,22 @@ def source_connection(engine: sa.Engine) -> Iterator[Any]:
     """A raw psycopg2 connection, closed after the block, with driver errors as ours."""
     try:
         conn: Any = engine.raw_connection()
-    except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:  # raw: unwrapped
-        reason = first_line(getattr(exc, "orig", None) or exc)
-        raise DatabaseUnavailable(
-            f"cannot reach the source database: {reason}", service="source"
-        ) from exc
+    except CONNECT_FAILED as exc:
+        raise unreachable("source", exc, service="source") from exc
     try:
         yield conn
-    except psycopg2.errors.UndefinedTable as exc:
-        raise UsageError(
-            f"source database: {first_line(exc)}; run `cdc-recon workload schema` first"
-        ) from exc
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise DatabaseUnavailable(f"source database: {first_line(exc)}", service="source") from exc
-    except psycopg2.Error as exc:
-        raise WorkloadError(f"source database: {first_line(exc)}") from exc
+    except DriverError as exc:
+        raise _ours(exc) from exc
     finally:
-        with contextlib.suppress(psycopg2.Error):
+        with contextlib.suppress(DriverError):
             conn.rollback()
         conn.close()
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).strip().splitlines()[0]
+def _ours(exc: BaseException) -> CdcReconError:
+    """A driver error of a workload statement as ours (the text without its severity)."""
+    if is_undefined_table(exc):
+        return UsageError(f"source database: {reason(exc)}; run `cdc-recon workload schema` first")
+    if is_lost(exc):
+        return DatabaseUnavailable(f"source database: {reason(exc)}", service="source")
+    return WorkloadError(f"source database: {reason(exc)}")

@@ -1,11 +1,11 @@
-//! COPY text for the applier's batches, written in Rust: `cdc_recon.db.encode` and
-//! `cdc_recon.db.sql` hold the same rules in Python, which stay the reference.
+//! COPY text for the applier's batches, written in Rust: `cdc_recon.apply.encode` and
+//! `cdc_recon.pg.sql` hold the same rules in Python, which stay the reference.
 //!
 //! The service's thread spends about a third of its time per event turning winners and
 //! ledger rows into COPY text; these functions do the same work without a bytecode per
 //! value. They read the same Python objects (`Winner`, `MappedChange`) through their
 //! attributes and must return byte for byte what the Python encoders return:
-//! `tests/unit/test_native.py` checks that with hypothesis. Whatever they do not handle
+//! `tests/unit/apply/test_native.py` checks that with hypothesis. Whatever they do not handle
 //! themselves (a value of an unusual type, a column with its own encoder) they hand to
 //! the Python function for it. When an input cannot be written as UTF-8 text here (a
 //! lone surrogate) or has an unexpected shape, they raise `Unsupported`, and the caller
@@ -47,7 +47,7 @@ fn text<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     string.to_str().map_err(|_| unsupported("a str with no UTF-8 form"))
 }
 
-/// `text` escaped for COPY's text format, as `cdc_recon.db.sql.escape`.
+/// `text` escaped for COPY's text format, as `cdc_recon.pg.sql.escape`.
 fn escape_into(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
@@ -128,7 +128,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// The ledger's `source_ts` as COPY text, as `cdc_recon.db.encode.source_ts_text`.
+/// The ledger's `source_ts` as COPY text, as `cdc_recon.apply.encode.source_ts_text`.
 fn source_ts_into(out: &mut String, millis: i64) {
     let seconds = millis.div_euclid(1000);
     if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
@@ -151,7 +151,7 @@ fn source_ts_into(out: &mut String, millis: i64) {
 /// Encodes rows, winners and ledger rows as the Python encoders do.
 ///
 /// Built once with the objects the rules name: `MISSING` (written as NULL, like None),
-/// the Python per-value encoder for the types not handled here (`cdc_recon.db.sql.value_text`),
+/// the Python per-value encoder for the types not handled here (`cdc_recon.pg.sql.value_text`),
 /// and the `decimal.Decimal` type.
 #[pyclass(frozen, module = "cdc_recon_native")]
 struct LineEncoder {
@@ -263,7 +263,7 @@ impl LineEncoder {
         LineEncoder { missing, fallback, decimal }
     }
 
-    /// One COPY text line, as `cdc_recon.db.sql.copy_line`.
+    /// One COPY text line, as `cdc_recon.pg.sql.copy_line`.
     fn copy_line(
         &self,
         values: &Bound<'_, PyAny>,
@@ -449,7 +449,7 @@ impl LineEncoder {
     }
 }
 
-/// `cdc_recon.db.sql.escape`, for the tests that hold the two equal.
+/// `cdc_recon.pg.sql.escape`, for the tests that hold the two equal.
 #[pyfunction]
 fn escape(value: &Bound<'_, PyAny>) -> PyResult<String> {
     let mut out = String::new();
@@ -457,7 +457,7 @@ fn escape(value: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(out)
 }
 
-/// `cdc_recon.db.encode.source_ts_text`, for the tests that hold the two equal.
+/// `cdc_recon.apply.encode.source_ts_text`, for the tests that hold the two equal.
 #[pyfunction]
 fn source_ts_text(millis: i64) -> String {
     let mut out = String::new();

@@ -198,7 +198,7 @@ def compare_schemas(
 
 
 def main(argv: Sequence[str]) -> int:
-    from cdc_recon.db.engine import create_engine
+    from cdc_recon.pg.engine import create_engine
     from cdc_recon.workload import TABLES
 
     if len(argv) < 4:

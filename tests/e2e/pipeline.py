@@ -32,9 +32,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import TXID_MASK
-from cdc_recon.source.pg_trigger import PgTriggerLog
+from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
 from cdc_recon.workload import TABLES, create_tables, include_list, table_mappings, topic_names
 from tests.conftest import Database
 from tests.e2e.compare import SchemaDiff, compare_schemas

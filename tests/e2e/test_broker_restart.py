@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cdc_recon.db.engine import create_engine
+from cdc_recon.pg.engine import create_engine
 from tests.conftest import Database
 from tests.e2e.pipeline import Endpoints, Pipeline, pipeline_factory
 from tests.e2e.processes import Stack, wait_until

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 
-from cdc_recon.sweeper import sweep_once
+from cdc_recon.sweep.sweeper import sweep_once
 from tests.e2e.pipeline import Pipeline
 from tests.e2e.processes import WorkloadThread, wait_until
 from tests.e2e.proxy import TcpProxy

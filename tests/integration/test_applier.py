@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from cdc_recon.apply.applier import Applier
+from cdc_recon.apply.status import require_control_tables
 from cdc_recon.batch import Decoded, Failure, FailureReason, Message
 from cdc_recon.codecs.messages import decode_batch
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.applier import Applier
-from cdc_recon.db.schema import init_control_schema
-from cdc_recon.db.status import require_control_tables
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import ChangeEvent, Op, SourcePosition
 from cdc_recon.exceptions import ConfigError
 from tests.conftest import Database
@@ -320,7 +320,7 @@ def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) 
 
 
 def test_a_rejected_row_leaves_its_key_as_it_was(setup: tuple[Applier, Database]) -> None:
-    """Row by row (`db.isolate`), a rejected row's key_state goes back to its state before
+    """Row by row (`apply.isolate`), a rejected row's key_state goes back to its state before
     the batch: a later change older than the rejected one still applies (P3 stays exact),
     and a new key that was rejected has no state at all."""
     applier, db = setup

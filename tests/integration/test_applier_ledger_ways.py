@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from cdc_recon.apply.applier import Applier
+from cdc_recon.apply.encode import Encoded
+from cdc_recon.apply.mapping import MappedChange
 from cdc_recon.batch import ApplyResult, Decoded
-from cdc_recon.db.applier import Applier
-from cdc_recon.db.encode import Encoded
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import Op
-from cdc_recon.mapping import MappedChange
 from tests.conftest import Database, Services, _schema_fixture
 from tests.integration.test_applier import _settings, event
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from cdc_recon.apply.progress import ServiceStats
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.schema import init_control_schema
-from cdc_recon.progress import ServiceStats
-from cdc_recon.service import run_service
+from cdc_recon.control_schema import init_control_schema
+from cdc_recon.run import run_service
 from tests.conftest import Database, Services
 from tests.integration.events import ChangeLog, KeyValue, send
 

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import key_text
 from cdc_recon.exceptions import ConfigError
-from cdc_recon.source.pg_trigger import PgTriggerLog
-from cdc_recon.sweeper import sweep_once
+from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
+from cdc_recon.sweep.sweeper import sweep_once
 from tests.conftest import Database
 
 pytestmark = pytest.mark.integration

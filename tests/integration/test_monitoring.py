@@ -29,7 +29,7 @@ import yaml
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from cdc_recon.db.engine import create_engine
+from cdc_recon.pg.engine import create_engine
 from tests.conftest import ROOT, Services, unique_name, wait_for
 from tests.integration.events import ChangeLog, send
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc_recon.cli import main
+from cdc_recon.cli.app import main
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.reconcile.corrections import correct_run
 from cdc_recon.reconcile.runner import ReconcileReport, run_reconcile

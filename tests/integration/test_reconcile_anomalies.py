@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_recon.config import load_settings
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.reconcile.runner import run_reconcile
 from tests.conftest import Database
 

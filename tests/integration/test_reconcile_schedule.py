@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from cdc_recon.config import load_settings
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.reconcile.scheduler import ReconcileScheduler
 from tests.conftest import Database, wait_for
 

@@ -24,16 +24,16 @@ import yaml
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from cdc_recon.apply.applier import Applier
 from cdc_recon.batch import Message
 from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.applier import Applier
-from cdc_recon.db.engine import create_engine
-from cdc_recon.db.schema import init_control_schema
-from cdc_recon.db.source_rows import SourceRows
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import change_id, key_text
 from cdc_recon.exceptions import SourceBusy
+from cdc_recon.pg.engine import create_engine
 from cdc_recon.replay import MissedChange, ReplaySummary, replay_missed, replay_window
+from cdc_recon.source_db.rows import SourceRows
 from tests.conftest import Database, Services, unique_name, wait_for
 from tests.integration.events import envelope, key_bytes
 
@@ -457,7 +457,7 @@ def test_source_window_without_a_change_log_re_reads_every_row(pipeline: Pipelin
 def test_source_window_with_the_change_log_re_reads_changed_keys_and_deletes(
     pipeline: Pipeline,
 ) -> None:
-    from cdc_recon.source.pg_trigger import PgTriggerLog
+    from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
 
     log = PgTriggerLog(pipeline.settings)
     try:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cdc_recon.service import CRASH_AFTER_DB_COMMIT_ENV
+from cdc_recon.apply.service import CRASH_AFTER_DB_COMMIT_ENV
 from tests.conftest import Database, Services, wait_for
 from tests.integration.events import ChangeLog, KeyValue, send
 

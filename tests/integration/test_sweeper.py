@@ -26,13 +26,13 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from cdc_recon.cli import main
+from cdc_recon.cli.app import main
 from cdc_recon.config import Settings, load_settings
-from cdc_recon.db.schema import init_control_schema
+from cdc_recon.control_schema import init_control_schema
 from cdc_recon.events import TXID_MASK, change_id, key_text
-from cdc_recon.service import run_service
-from cdc_recon.source.pg_trigger import PgTriggerLog
-from cdc_recon.sweeper import SKIPPED, SweepRun, sweep_once
+from cdc_recon.run import run_service
+from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
+from cdc_recon.sweep.sweeper import SKIPPED, SweepRun, sweep_once
 from tests.conftest import Database, Services
 from tests.integration.events import KeyValue, envelope, key_bytes, send
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import cdc_recon.metrics  # noqa: F401  (registers the service's metrics)
+import cdc_recon.run  # noqa: F401  (registers every metric `cdc-recon run` serves)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

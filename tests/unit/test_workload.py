@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc_recon.cli import main
+from cdc_recon.cli.app import main
 from cdc_recon.exceptions import UsageError
 from cdc_recon.workload import TABLES, Mix, Planner, StartState, table_mappings, topic_names
 from cdc_recon.workload import values as v

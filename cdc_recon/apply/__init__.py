@@ -1,0 +1,1 @@
+"""Applying change events to the target: the service loop, mapping, the applier."""

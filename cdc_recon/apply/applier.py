@@ -1,0 +1,488 @@
+"""The applier: one target transaction per batch for rows, ledger, failures and offsets.
+
+A batch goes through two halves, so that the service can prepare batch N+1 while the
+target applies batch N (`cdc_recon.apply.pipeline`):
+
+`prepare_batch` (Python only, no database):
+1. map every event through the configured table mapping; an unmapped table or column
+   becomes a `Failure` (reason `unmapped`) and never becomes SQL;
+2. collapse the changes per key (`mapping.collapse`) and encode the winners and one
+   ledger line per change as COPY text.
+
+`write` (one transaction, promises P2-P5):
+3. COPY the ledger lines straight into the ledger, `superseded` when late in the batch
+   and `applied` otherwise (`encode.encode_ledger`);
+4. per table, COPY the winners into a stage and, in one statement, advance `key_state`
+   where the winner is newer (the guard: an older or concurrent write can never move a
+   key back, P3), drop the rest from the stage, and return the keys whose position
+   before the batch makes some of their `applied` lines superseded (a line is applied
+   only when newer than that); write the rows that advanced with bulk upserts and
+   deletes; then mark those lines superseded (none, while the stream moves forward);
+5. store every failure with its raw bytes, and each partition's next offset; commit.
+
+A change id already in the ledger (a redelivery, a replay) fails the COPY of step 3:
+the batch is then written the careful way, with the ledger lines staged and moved in
+by one statement that classifies them and skips the ones already there (the
+duplicates). COPYing into the ledger costs PostgreSQL ~3 µs less per change.
+
+Steps 3-4 run under a savepoint: when the target rejects a row (a data or constraint
+error), the batch is bisected until the offending changes are isolated; they are
+quarantined (reason `rejected`) and the rest is applied.
+
+    >>> applier = Applier(engine, settings)          # doctest: +SKIP
+    >>> applier.prepare()                            # doctest: +SKIP
+    >>> result = applier.apply(items, next_offsets, "cdc-recon")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+
+from cdc_recon.apply import isolate
+from cdc_recon.apply import statements as st
+from cdc_recon.apply.encode import (
+    Encoded,
+    EncodedTable,
+    PreparedBatch,
+    encode_ledger,
+    encode_ledger_stage,
+    encode_winners,
+    superseded_lines,
+)
+from cdc_recon.apply.mapping import MappedChange, TableMapper, collapse
+from cdc_recon.apply.reflect import reflect_target
+from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, TopicPartitionKey
+from cdc_recon.config import Settings
+from cdc_recon.events import ChangeEvent, Op
+from cdc_recon.exceptions import (
+    ApplyError,
+    ConfigError,
+    MappingError,
+    TransientDatabaseError,
+)
+from cdc_recon.pg import errors as pg_errors
+from cdc_recon.pg.errors import CONNECT_FAILED, DriverError, first_line
+from cdc_recon.pg.params import binary
+
+# COPY data goes to the server in chunks of this size; few chunks means few GIL
+# hand-offs for the worker thread while the service's thread decodes the next batch.
+COPY_CHUNK = 4 << 20
+
+
+class Applier:
+    """Applies batches to the target database; holds one connection for its life."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.schema = settings.control_schema
+        self._mappers: dict[str, TableMapper] = {}
+        self._tables: dict[str, st.TableStatements] = {}
+        self._fairy: Any = None
+        self._writing = False  # set by `write`, read by `cancel` on another thread
+
+    def prepare(self) -> None:
+        """Reflect every mapped target table; `ConfigError` names a bad mapping."""
+        for index, mapping in enumerate(self.settings.tables):
+            shape = reflect_target(self.engine, mapping, index)
+            try:
+                family = mapping.source_family(self.settings.format)
+                self._mappers[mapping.source] = TableMapper(mapping, shape, family)
+            except ValueError as exc:
+                raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
+            self._tables[shape.table] = st.TableStatements(
+                shape, mapping, f"_cdcr_stage_{index}", self.schema
+            )
+
+    def cancel(self) -> bool:
+        """Cancel the batch being written, from another thread (a stop that will not
+        wait): `write` raises `TransientDatabaseError` and its transaction is rolled
+        back. Whether a batch was being written."""
+        fairy = self._fairy
+        if fairy is None or not self._writing:
+            return False
+        fairy.driver_connection.cancel()
+        return True
+
+    def close(self) -> None:
+        if self._fairy is not None:
+            try:
+                self._fairy.close()
+            finally:
+                self._fairy = None
+
+    # --- connection -------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._fairy is None:
+            try:
+                fairy = self.engine.raw_connection()
+            except CONNECT_FAILED as exc:
+                reason = getattr(exc, "orig", None) or exc
+                raise TransientDatabaseError(f"cannot connect to the target: {reason}") from exc
+            cur = fairy.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(st.ledger_stage_ddl())
+            cur.execute(isolate.ADVANCED_DDL)
+            cur.execute(isolate.before_ddl(self.schema))
+            for table in self._tables.values():
+                cur.execute(table.create_stage())
+                cur.execute(isolate.text_stage_ddl(table))
+            cur.close()
+            fairy.commit()
+            self._fairy = fairy
+        return self._fairy
+
+    def stored_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
+        """The next offsets stored in the target for `partitions` (absent: never stored).
+
+        Reads on a connection of its own: Kafka assigns partitions on the service's
+        thread while the pipeline's worker may be inside a batch transaction on the
+        applier's connection, which a commit here would cut in half.
+        """
+        wanted = set(partitions)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(st.read_offsets(self.schema), {"group": group_id}).all()
+        except sa.exc.OperationalError as exc:
+            raise TransientDatabaseError(f"cannot read stored offsets: {exc.orig}") from exc
+        return {(t, p): o for t, p, o in rows if (t, p) in wanted}
+
+    # --- one batch --------------------------------------------------------
+
+    def apply(
+        self,
+        items: Sequence[Decoded | Failure],
+        next_offsets: Mapping[TopicPartitionKey, int],
+        group_id: str,
+    ) -> ApplyResult:
+        """Prepare and write one batch; see the module docstring for the steps."""
+        return self.write(self.prepare_batch(items), next_offsets, group_id)
+
+    def prepare_batch(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
+        """Steps 1-2: map, collapse and encode, without touching the database."""
+        batch = PreparedBatch()
+        mapped, failed, truncate = batch.changes.append, batch.failures.append, Op.TRUNCATE
+        for item in items:
+            if isinstance(item, Failure):
+                failed(item)
+                continue
+            event = item.event
+            if event is None or event.op is truncate:
+                batch.skipped += 1
+                continue
+            change = self._map(item, event)
+            if isinstance(change, Failure):
+                failed(change)
+            else:
+                mapped(change)
+        batch.encoded = self._encode(batch.changes)
+        return batch
+
+    def _map(self, item: Decoded, event: ChangeEvent) -> MappedChange | Failure:
+        """One event in target terms, or the failure that quarantines its message."""
+        mapper = self._mappers.get(event.table)
+        try:
+            if mapper is None:
+                raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
+            return mapper.change(item)
+        except MappingError as exc:
+            return Failure(item.message, exc.reason, str(exc), event.table)
+        except Exception as exc:  # a value the mapper did not foresee is its message's
+            detail = f"{type(exc).__name__}: {exc}"
+            return Failure(item.message, FailureReason.INVALID, detail, event.table)
+
+    def write(
+        self,
+        batch: PreparedBatch,
+        next_offsets: Mapping[TopicPartitionKey, int],
+        group_id: str,
+    ) -> ApplyResult:
+        """Steps 3-5 in one transaction; raises `TransientDatabaseError` to be retried."""
+        result = ApplyResult(next_offsets=dict(next_offsets), skipped=batch.skipped)
+        failures = list(batch.failures)
+        conn = self._connection()
+        self._writing = True
+        try:
+            with conn.cursor() as cur:
+                failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
+                self._store_failures(cur, failures)
+                self._store_offsets(cur, group_id, next_offsets)
+            conn.commit()
+        except DriverError as exc:
+            self._fail(exc)
+        finally:
+            self._writing = False
+        result.failures = failures
+        return result
+
+    def _encode(self, changes: list[MappedChange]) -> Encoded:
+        by_table: dict[str, list[MappedChange]] = {}
+        for change in changes:
+            by_table.setdefault(change.target, []).append(change)
+        tables = [
+            encode_winners(self._tables[target], collapse(group))
+            for target, group in by_table.items()
+        ]
+        return Encoded(tables, encode_ledger(changes))
+
+    def _write_isolating(
+        self,
+        cur: Any,
+        changes: list[MappedChange],
+        encoded: Encoded | None,
+        result: ApplyResult,
+    ) -> list[Failure]:
+        """Write under a savepoint; when the target rejects a row, write the batch again
+        row by row (`apply.isolate`) and return the rejected changes' failures.
+
+        The quick way first: the ledger rows are COPYed into the ledger itself. When one
+        of their change ids is there already (a redelivery, a replay), the batch is
+        written again the careful way, which skips those.
+        """
+        if not changes:
+            return []
+        encoded = encoded or self._encode(changes)
+        cur.execute("SAVEPOINT cdcr_batch")
+        written = ApplyResult()
+        try:
+            try:
+                self._write_quick(cur, changes, encoded, written)
+            except DriverError as exc:
+                if not _known_change(exc):
+                    raise
+                self._restart(cur)
+                written = ApplyResult()
+                self._write_careful(cur, changes, encoded, written)
+        except DriverError as exc:
+            if pg_errors.is_unavailable(exc):
+                raise
+            self._restart(cur)
+            return self._write_row_by_row(cur, changes, encoded, result, first_line(exc))
+        cur.execute("RELEASE SAVEPOINT cdcr_batch")
+        _add_counts(result, written)
+        return []
+
+    def _restart(self, cur: Any) -> None:
+        """Back to the batch's savepoint, with empty stages."""
+        cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
+        self._clear_stages(cur)
+
+    def _write_row_by_row(
+        self,
+        cur: Any,
+        changes: list[MappedChange],
+        encoded: Encoded,
+        result: ApplyResult,
+        first_error: str,
+    ) -> list[Failure]:
+        """Steps 1-5 of `apply.isolate`: one pass, each row alone; rejected keys' changes
+        come back as failures. If even this fails on the data (nothing left to blame
+        but the batch), every change is quarantined with the error, never retried
+        forever."""
+        written = ApplyResult()
+        try:
+            rejected = self._rows_one_by_one(cur, changes, encoded, written)
+        except DriverError as exc:
+            if pg_errors.is_unavailable(exc):
+                raise
+            self._restart(cur)
+            detail = (
+                "rejected with its batch, which could not be written row by row: "
+                f"{first_line(exc)} (first: {first_error})"
+            )
+            return [_rejected(change, detail) for change in changes]
+        cur.execute("RELEASE SAVEPOINT cdcr_batch")
+        _add_counts(result, written)
+        return [
+            _rejected(change, rejected[change.target, change.key_text])
+            for change in changes
+            if (change.target, change.key_text) in rejected
+        ]
+
+    def _rows_one_by_one(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> dict[tuple[str, str], str]:
+        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
+        cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
+        rejected: dict[tuple[str, str], str] = {}
+        for stage in encoded.tables:
+            table = stage.table
+            name = table.shape.table
+            text = io.StringIO(stage.text)
+            cur.copy_expert(isolate.copy_text_stage(table), text, size=COPY_CHUNK)
+            cur.execute(isolate.advance(table), {"table": name})
+            cur.execute(isolate.row_function(table, stage.missing_sets))
+            cur.execute(f"SELECT * FROM {isolate.function_name(table)}()")
+            bad = {key: f"{message} (SQLSTATE {state})" for key, state, message in cur.fetchall()}
+            rejected.update(((name, key), detail) for key, detail in bad.items())
+            if bad:
+                cur.execute(isolate.restore(table), {"table": name, "rejected": list(bad)})
+            cur.execute(isolate.move_ledger(table), {"table": name, "rejected": list(bad)})
+            for op, outcome, count in cur.fetchall():
+                _count(result, name, op, outcome, count)
+            cur.execute(isolate.clear(table))
+        cur.execute("TRUNCATE _cdcr_ledger")
+        accepted = sum((c.target, c.key_text) not in rejected for c in changes)
+        result.duplicates += accepted - (result.applied + result.superseded)
+        return rejected
+
+    def _clear_stages(self, cur: Any) -> None:
+        cur.execute("TRUNCATE _cdcr_ledger")
+        for table in self._tables.values():
+            cur.execute(table.truncate_stage())
+
+    def _write_quick(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> None:
+        """The ledger rows straight into the ledger, then each table's rows; the few
+        `applied` rows the stored positions make superseded are corrected after."""
+        ledger = encoded.ledger
+        cur.copy_expert(st.copy_ledger(self.schema), io.StringIO(ledger.text), size=COPY_CHUNK)
+        counts = dict(ledger.counts)
+        corrected: list[str] = []
+        for stage in encoded.tables:
+            table = stage.table
+            cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
+            cur.execute(
+                table.advance_key_state(stage.several),
+                {"table": table.shape.table, "staged": stage.rows},
+            )
+            doubtful = {key: before for key, before in cur.fetchall()}
+            if doubtful:
+                for change in superseded_lines(changes, table.shape.table, doubtful):
+                    corrected.append(change.change_id)
+                    applied = (change.target, change.op.value, "applied")
+                    superseded = (change.target, change.op.value, "superseded")
+                    counts[applied] -= 1
+                    counts[superseded] = counts.get(superseded, 0) + 1
+            self._write_rows(cur, stage)
+        if corrected:
+            cur.execute(st.supersede(self.schema), {"ids": corrected})
+        for (target, op, outcome), count in counts.items():
+            if not count:
+                continue
+            if outcome == "applied":
+                result.applied += count
+                label = (target, op)
+                result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
+            else:
+                result.superseded += count
+        result.duplicates += ledger.changes - sum(counts.values())
+
+    def _write_careful(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> None:
+        """The ledger lines through a stage, moved in by `TableStatements.advance`, which
+        classifies them and skips the change ids already in the ledger."""
+        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
+        cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
+        recorded = 0
+        for stage in encoded.tables:
+            table = stage.table
+            cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
+            cur.execute(table.advance(), {"table": table.shape.table})
+            for op, outcome, count in cur.fetchall():
+                recorded += count
+                _count(result, table.shape.table, op, outcome, count)
+            self._write_rows(cur, stage)
+        cur.execute("TRUNCATE _cdcr_ledger")
+        result.duplicates += encoded.ledger.changes - recorded
+
+    def _write_rows(self, cur: Any, stage: EncodedTable) -> None:
+        """The staged rows of keys that advanced: bulk upserts and deletes."""
+        table = stage.table
+        for missing, uset in stage.missing_sets.items():
+            cur.execute(table.upsert(missing), {"uset": uset})
+        if stage.has_deletes:
+            cur.execute(table.delete())
+        cur.execute(table.truncate_stage())
+
+    def _store_failures(self, cur: Any, failures: list[Failure]) -> None:
+        if not failures:
+            return
+        rows = [
+            (
+                f.message.topic,
+                f.message.partition,
+                f.message.offset,
+                binary(f.message.key),
+                binary(f.message.value),
+                f.reason,
+                f.detail,
+                f.table,
+            )
+            for f in failures
+        ]
+        cur.executemany(st.insert_failures(self.schema), rows)
+
+    def _store_offsets(
+        self, cur: Any, group_id: str, next_offsets: Mapping[TopicPartitionKey, int]
+    ) -> None:
+        if not next_offsets:
+            return
+        items = sorted(next_offsets.items())
+        cur.execute(
+            st.store_offsets(self.schema),
+            {
+                "group": group_id,
+                "topics": [t for (t, _), _ in items],
+                "partitions": [p for (_, p), _ in items],
+                "offsets": [o for _, o in items],
+            },
+        )
+
+    def _fail(self, exc: DriverError) -> NoReturn:
+        """Roll back, drop the connection if it is broken, and raise our error.
+
+        Unavailable (`pg.sqlstate`): `TransientDatabaseError`, and the batch is retried.
+        Anything else reached here outside the rows (storing failures or offsets) is a
+        fault of ours, not of the data: `ApplyError`, which stops the service with it.
+        """
+        try:
+            if self._fairy is not None:
+                self._fairy.rollback()
+        except DriverError:
+            pass
+        if pg_errors.is_unavailable(exc):
+            # A broken connection must not go back to the pool (its reset would fail loudly).
+            if self._fairy is not None:
+                self._fairy.invalidate()
+                self._fairy = None
+            raise TransientDatabaseError(f"target database: {first_line(exc)}") from exc
+        raise ApplyError(f"target database refused the batch: {first_line(exc)}") from exc
+
+
+def _known_change(exc: DriverError) -> bool:
+    """Whether the target refused a ledger row because its change id is there already."""
+    return pg_errors.is_duplicate(exc, "ledger_change_id")
+
+
+def _count(result: ApplyResult, table: str, op: str, outcome: str, count: int) -> None:
+    if outcome == "applied":
+        result.applied += count
+        result.applied_by_table[table, op] = result.applied_by_table.get((table, op), 0) + count
+    else:
+        result.superseded += count
+
+
+def _rejected(change: MappedChange, detail: str) -> Failure:
+    source = change.decoded.event.table if change.decoded.event else None
+    return Failure(change.decoded.message, FailureReason.REJECTED, detail, source)
+
+
+def _add_counts(result: ApplyResult, written: ApplyResult) -> None:
+    """What a part of the batch wrote, counted once it is in (a part that failed and
+    was written again by halves counts once)."""
+    result.applied += written.applied
+    result.superseded += written.superseded
+    result.duplicates += written.duplicates
+    for label, count in written.applied_by_table.items():
+        result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
+

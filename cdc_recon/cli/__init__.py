@@ -1,0 +1,1 @@
+"""The `cdc-recon` command line: the typer app and one module per command group."""

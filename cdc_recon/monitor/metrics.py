@@ -1,0 +1,25 @@
+"""The gauges the status poller sets from the control tables (`cdc_recon.monitor.poller`).
+
+They describe the whole deployment, not this instance: every instance reading the same
+target reports the same values. Defined here, beside the one module that sets them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge
+
+LEDGER_ROWS = Gauge(
+    "cdc_recon_ledger_rows", "Rows in the processed-change ledger (estimated when large)."
+)
+OPEN_FAILURES = Gauge(
+    "cdc_recon_open_failures", "Quarantined messages not resolved yet, by reason.", ["reason"]
+)
+MISSED_CHANGES = Gauge(
+    "cdc_recon_missed_changes",
+    "Missed changes recorded in the target, by replay status.",
+    ["status"],
+)
+WATERMARK_AGE = Gauge(
+    "cdc_recon_sweeper_watermark_age_seconds",
+    "Seconds since the end of the last window the sweeper checked (0: no watermark yet).",
+)

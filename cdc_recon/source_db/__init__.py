@@ -1,0 +1,1 @@
+"""What cdc_recon reads from or installs in the source database."""

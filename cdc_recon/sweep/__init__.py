@@ -1,0 +1,1 @@
+"""The window sweeper: finds the changes that never arrived and replays them."""
