@@ -97,6 +97,22 @@ class ApplyResult:
     applied_by_table: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, op)
     next_offsets: Mapping[TopicPartitionKey, int] = field(default_factory=dict)
 
+    def add_outcome(self, table: str, op: str, outcome: str, count: int) -> None:
+        """`count` ledger lines of `table` and `op` recorded as `outcome`."""
+        if outcome == "applied":
+            self.applied += count
+            self.applied_by_table[table, op] = self.applied_by_table.get((table, op), 0) + count
+        else:
+            self.superseded += count
+
+    def add(self, other: ApplyResult) -> None:
+        """What a part of a batch wrote, counted once it is in."""
+        self.applied += other.applied
+        self.superseded += other.superseded
+        self.duplicates += other.duplicates
+        for label, count in other.applied_by_table.items():
+            self.applied_by_table[label] = self.applied_by_table.get(label, 0) + count
+
     @property
     def total(self) -> int:
         return self.applied + self.superseded + self.duplicates + self.skipped + len(self.failures)

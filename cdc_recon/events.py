@@ -95,6 +95,9 @@ class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     tx: str | None = None
     unavailable: frozenset[str] = frozenset()
     connector: str = "postgresql"
+    # Each after-image column's source type as its codec knows it (a Connect field
+    # schema as a dict), when the message carried one: the type of a new column.
+    source_types: Mapping[str, Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.table:

@@ -8,7 +8,8 @@
     │   └── DatabaseUnavailable
     ├── DecodeError                 a message cannot be decoded (carries Kafka coordinates)
     ├── MappingError                an event names a table or column the mapping does not allow
-    │   └── InvalidChange           a value does not fit its column, or the key disagrees
+    │   ├── InvalidChange           a value does not fit its column, or the key disagrees
+    │   └── NewColumns              columns the target lacks, to add (on_new_column: add)
     ├── ApplyError                  the target rejected a write
     │   └── TransientDatabaseError  worth retrying (connection lost, serialization failure)
     ├── SweepError                  a sweep could not read or record a window (names it)
@@ -109,6 +110,18 @@ class InvalidChange(MappingError):
     disagrees with its row, or whose position family the table is not mapped for."""
 
     reason = "invalid"
+
+
+class NewColumns(MappingError):
+    """An event carries source columns its target table lacks, with `on_new_column: add`:
+    the applier adds `columns` (target name, the source's Connect field schema or None)
+    and maps the batch again. Quarantined as `unmapped` where nothing adds them."""
+
+    def __init__(
+        self, message: str, *, table: str, columns: list[tuple[str, dict[str, object] | None]]
+    ) -> None:
+        super().__init__(message, table=table)
+        self.columns = columns
 
 
 class ApplyError(CdcReconError):

@@ -37,6 +37,7 @@ quarantined (reason `rejected`) and the rest is applied.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -55,22 +56,24 @@ from cdc_recon.apply.encode import (
 )
 from cdc_recon.apply.mapping import MappedChange, TableMapper, collapse
 from cdc_recon.apply.reflect import reflect_target
+from cdc_recon.apply.schema_changes import ColumnChanges
 from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, TopicPartitionKey
-from cdc_recon.config import Settings
+from cdc_recon.config import Settings, TableMapping
 from cdc_recon.events import ChangeEvent, Op
 from cdc_recon.exceptions import (
     ApplyError,
     ConfigError,
     MappingError,
+    NewColumns,
     TransientDatabaseError,
 )
 from cdc_recon.pg import errors as pg_errors
 from cdc_recon.pg.errors import CONNECT_FAILED, DriverError, first_line
 from cdc_recon.pg.params import binary
+from cdc_recon.pg.sql import quote_ident
 
-# COPY data goes to the server in chunks of this size; few chunks means few GIL
-# hand-offs for the worker thread while the service's thread decodes the next batch.
-COPY_CHUNK = 4 << 20
+LOG = logging.getLogger("cdc_recon.apply")
+COPY_CHUNK = st.COPY_CHUNK
 
 
 class Applier:
@@ -82,21 +85,32 @@ class Applier:
         self.schema = settings.control_schema
         self._mappers: dict[str, TableMapper] = {}
         self._tables: dict[str, st.TableStatements] = {}
+        self._versions: dict[int, int] = {}  # reloads per mapping (schema changes)
+        self._staged: set[str] = set()  # stages created on the current connection
+        self._columns = ColumnChanges(engine, settings.tables)
         self._fairy: Any = None
         self._writing = False  # set by `write`, read by `cancel` on another thread
 
     def prepare(self) -> None:
         """Reflect every mapped target table; `ConfigError` names a bad mapping."""
         for index, mapping in enumerate(self.settings.tables):
-            shape = reflect_target(self.engine, mapping, index)
-            try:
-                family = mapping.source_family(self.settings.format)
-                self._mappers[mapping.source] = TableMapper(mapping, shape, family)
-            except ValueError as exc:
-                raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
-            self._tables[shape.table] = st.TableStatements(
-                shape, mapping, f"_cdcr_stage_{index}", self.schema
-            )
+            self._load(index, mapping)
+
+    def _load(self, index: int, mapping: TableMapping) -> None:
+        """The mapper and statements of one table from its shape as it is now. A table
+        reloaded after a schema change gets a stage of a new name: the batches already
+        prepared keep theirs (their COPY text has the old columns)."""
+        shape = reflect_target(self.engine, mapping, index)
+        try:
+            mapper = TableMapper(mapping, shape, mapping.source_family(self.settings.format))
+        except ValueError as exc:
+            raise ConfigError(f"config: tables.{index}: {exc}", key=f"tables.{index}") from exc
+        version = self._versions[index] = self._versions.get(index, -1) + 1
+        stage = f"_cdcr_stage_{index}" + (f"_v{version}" if version else "")
+        # Replaced whole, never changed in place: the worker thread reads them meanwhile.
+        self._mappers = {**self._mappers, mapping.source: mapper}
+        table = st.TableStatements(shape, mapping, stage, self.schema)
+        self._tables = {**self._tables, shape.table: table}
 
     def cancel(self) -> bool:
         """Cancel the batch being written, from another thread (a stop that will not
@@ -129,13 +143,19 @@ class Applier:
             cur.execute(st.ledger_stage_ddl())
             cur.execute(isolate.ADVANCED_DDL)
             cur.execute(isolate.before_ddl(self.schema))
-            for table in self._tables.values():
-                cur.execute(table.create_stage())
-                cur.execute(isolate.text_stage_ddl(table))
             cur.close()
             fairy.commit()
             self._fairy = fairy
+            self._staged = set()
         return self._fairy
+
+    def _create_stages(self, cur: Any, tables: Iterable[st.TableStatements]) -> None:
+        """The stages of `tables` on this connection, once each (temporary tables)."""
+        for table in tables:
+            if table.stage not in self._staged:
+                cur.execute(table.create_stage())
+                cur.execute(isolate.text_stage_ddl(table))
+                self._staged.add(table.stage)
 
     def stored_offsets(
         self, group_id: str, partitions: Iterable[TopicPartitionKey]
@@ -166,7 +186,21 @@ class Applier:
         return self.write(self.prepare_batch(items), next_offsets, group_id)
 
     def prepare_batch(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
-        """Steps 1-2: map, collapse and encode, without touching the database."""
+        """Steps 1-2: map, collapse and encode, without touching the database, unless
+        a change carries new source columns (`apply.evolve`): then they are added to
+        the target first and the batch is mapped again with the table's new shape."""
+        while True:
+            try:
+                batch = self._prepare(items)
+            except NewColumns as exc:
+                index = self._columns.add(exc)
+                if index is not None:
+                    self._load(index, self.settings.tables[index])
+                continue
+            self._columns.count_ignored(self._mappers.values())
+            return batch
+
+    def _prepare(self, items: Sequence[Decoded | Failure]) -> PreparedBatch:
         batch = PreparedBatch()
         mapped, failed, truncate = batch.changes.append, batch.failures.append, Op.TRUNCATE
         for item in items:
@@ -192,6 +226,11 @@ class Applier:
             if mapper is None:
                 raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
             return mapper.change(item)
+        except NewColumns as exc:
+            refused = self._columns.refused.get(event.table)
+            if refused is None:
+                raise
+            return Failure(item.message, FailureReason.UNMAPPED, f"{exc}: {refused}", event.table)
         except MappingError as exc:
             return Failure(item.message, exc.reason, str(exc), event.table)
         except Exception as exc:  # a value the mapper did not foresee is its message's
@@ -211,6 +250,8 @@ class Applier:
         self._writing = True
         try:
             with conn.cursor() as cur:
+                if batch.encoded is not None:
+                    self._create_stages(cur, (stage.table for stage in batch.encoded.tables))
                 failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
                 self._store_failures(cur, failures)
                 self._store_offsets(cur, group_id, next_offsets)
@@ -266,7 +307,7 @@ class Applier:
             self._restart(cur)
             return self._write_row_by_row(cur, changes, encoded, result, first_line(exc))
         cur.execute("RELEASE SAVEPOINT cdcr_batch")
-        _add_counts(result, written)
+        result.add(written)
         return []
 
     def _restart(self, cur: Any) -> None:
@@ -288,7 +329,7 @@ class Applier:
         forever."""
         written = ApplyResult()
         try:
-            rejected = self._rows_one_by_one(cur, changes, encoded, written)
+            rejected = isolate.write_rows(cur, changes, encoded, written)
         except DriverError as exc:
             if pg_errors.is_unavailable(exc):
                 raise
@@ -299,44 +340,17 @@ class Applier:
             )
             return [_rejected(change, detail) for change in changes]
         cur.execute("RELEASE SAVEPOINT cdcr_batch")
-        _add_counts(result, written)
+        result.add(written)
         return [
             _rejected(change, rejected[change.target, change.key_text])
             for change in changes
             if (change.target, change.key_text) in rejected
         ]
 
-    def _rows_one_by_one(
-        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
-    ) -> dict[tuple[str, str], str]:
-        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
-        cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
-        rejected: dict[tuple[str, str], str] = {}
-        for stage in encoded.tables:
-            table = stage.table
-            name = table.shape.table
-            text = io.StringIO(stage.text)
-            cur.copy_expert(isolate.copy_text_stage(table), text, size=COPY_CHUNK)
-            cur.execute(isolate.advance(table), {"table": name})
-            cur.execute(isolate.row_function(table, stage.missing_sets))
-            cur.execute(f"SELECT * FROM {isolate.function_name(table)}()")
-            bad = {key: f"{message} (SQLSTATE {state})" for key, state, message in cur.fetchall()}
-            rejected.update(((name, key), detail) for key, detail in bad.items())
-            if bad:
-                cur.execute(isolate.restore(table), {"table": name, "rejected": list(bad)})
-            cur.execute(isolate.move_ledger(table), {"table": name, "rejected": list(bad)})
-            for op, outcome, count in cur.fetchall():
-                _count(result, name, op, outcome, count)
-            cur.execute(isolate.clear(table))
-        cur.execute("TRUNCATE _cdcr_ledger")
-        accepted = sum((c.target, c.key_text) not in rejected for c in changes)
-        result.duplicates += accepted - (result.applied + result.superseded)
-        return rejected
-
     def _clear_stages(self, cur: Any) -> None:
         cur.execute("TRUNCATE _cdcr_ledger")
-        for table in self._tables.values():
-            cur.execute(table.truncate_stage())
+        for stage in self._staged:
+            cur.execute(f"TRUNCATE {quote_ident(stage)}")
 
     def _write_quick(
         self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
@@ -390,7 +404,7 @@ class Applier:
             cur.execute(table.advance(), {"table": table.shape.table})
             for op, outcome, count in cur.fetchall():
                 recorded += count
-                _count(result, table.shape.table, op, outcome, count)
+                result.add_outcome(table.shape.table, op, outcome, count)
             self._write_rows(cur, stage)
         cur.execute("TRUNCATE _cdcr_ledger")
         result.duplicates += encoded.ledger.changes - recorded
@@ -464,25 +478,6 @@ def _known_change(exc: DriverError) -> bool:
     return pg_errors.is_duplicate(exc, "ledger_change_id")
 
 
-def _count(result: ApplyResult, table: str, op: str, outcome: str, count: int) -> None:
-    if outcome == "applied":
-        result.applied += count
-        result.applied_by_table[table, op] = result.applied_by_table.get((table, op), 0) + count
-    else:
-        result.superseded += count
-
-
 def _rejected(change: MappedChange, detail: str) -> Failure:
     source = change.decoded.event.table if change.decoded.event else None
     return Failure(change.decoded.message, FailureReason.REJECTED, detail, source)
-
-
-def _add_counts(result: ApplyResult, written: ApplyResult) -> None:
-    """What a part of the batch wrote, counted once it is in (a part that failed and
-    was written again by halves counts once)."""
-    result.applied += written.applied
-    result.superseded += written.superseded
-    result.duplicates += written.duplicates
-    for label, count in written.applied_by_table.items():
-        result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
-

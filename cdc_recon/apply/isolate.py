@@ -31,15 +31,62 @@ loses nothing: it is inside the batch's transaction, which commits once with the
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
+from cdc_recon.apply import statements as st
+from cdc_recon.apply.encode import Encoded, encode_ledger_stage
+from cdc_recon.apply.mapping import MappedChange
 from cdc_recon.apply.statements import TableStatements, ledger_move
+from cdc_recon.batch import ApplyResult
 from cdc_recon.pg.sql import quote_ident
 from cdc_recon.pg.sqlstate import plpgsql_unavailable_test
 
+COPY_CHUNK = st.COPY_CHUNK
+# What to do about a rejection, where the SQLSTATE says it plainly.
+HINTS = {
+    "23502": "if the source no longer sends this column (dropped), drop its NOT NULL in "
+    "the target or give it a default, then retry",
+}
 ADVANCED_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS _cdcr_adv (key_text text, previous_position bigint[]) "
     "ON COMMIT DELETE ROWS"
 )
 _EXTRA = ("_key", "_pos", "_op", "_uset", "_gap", "_first")
+
+
+def write_rows(
+    cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+) -> dict[tuple[str, str], str]:
+    """Steps 1-5 on `cur`, inside the batch's savepoint; what each step wrote is counted
+    in `result`. Returns the rejected keys, (target table, key_text), with the reason."""
+    copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
+    cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
+    rejected: dict[tuple[str, str], str] = {}
+    for stage in encoded.tables:
+        table = stage.table
+        name = table.shape.table
+        cur.copy_expert(copy_text_stage(table), io.StringIO(stage.text), size=COPY_CHUNK)
+        cur.execute(advance(table), {"table": name})
+        cur.execute(row_function(table, stage.missing_sets))
+        cur.execute(f"SELECT * FROM {function_name(table)}()")
+        bad = {key: _reason(state, message) for key, state, message in cur.fetchall()}
+        rejected.update(((name, key), detail) for key, detail in bad.items())
+        if bad:
+            cur.execute(restore(table), {"table": name, "rejected": list(bad)})
+        cur.execute(move_ledger(table), {"table": name, "rejected": list(bad)})
+        for op, outcome, count in cur.fetchall():
+            result.add_outcome(name, op, outcome, count)
+        cur.execute(clear(table))
+    cur.execute("TRUNCATE _cdcr_ledger")
+    accepted = sum((c.target, c.key_text) not in rejected for c in changes)
+    result.duplicates += accepted - (result.applied + result.superseded)
+    return rejected
+
+
+def _reason(state: str, message: str) -> str:
+    hint = HINTS.get(state)
+    return f"{message} (SQLSTATE {state}" + (f"; {hint})" if hint else ")")
 
 
 def text_stage(table: TableStatements) -> str:

@@ -21,7 +21,7 @@ raises `MappingError`, and is quarantined by the applier, when:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,12 @@ import msgspec
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
 from cdc_recon.events import MISSING, ChangeEvent, Op, SourcePosition, change_id, key_text
-from cdc_recon.exceptions import InvalidChange, MappingError
+from cdc_recon.exceptions import InvalidChange, MappingError, NewColumns
 from cdc_recon.fit import Check, column_check, preview
 
-Plan = tuple[tuple[int, ...] | None, frozenset[int]]
+# Target index per image column (None: the image is the target row), the columns left
+# MISSING, and the image's columns left out by `on_new_column: ignore`.
+Plan = tuple[tuple[int, ...] | None, frozenset[int], tuple[str, ...]]
 # PostgreSQL's btree holds index rows of at most 2704 bytes; the ledger's change-id index
 # and key_state's primary key are btrees. A longer key would fail the batch's statement
 # on every redelivery, so it is refused before it reaches the database.
@@ -87,6 +89,9 @@ class TableMapper:
         self._source_to_target = self._column_map(mapping, shape)
         self._key_len = len(mapping.key)
         self._plans: dict[tuple[str, ...], Plan] = {}
+        # Changes per image column left out by `on_new_column: ignore`, since the
+        # applier last took them (it counts and logs them).
+        self.ignored: dict[str, int] = {}
         self._soft_flag = (
             self._index.get(mapping.soft_delete_column) if mapping.delete_mode == "soft" else None
         )
@@ -110,7 +115,9 @@ class TableMapper:
             return None
         return self._source_to_target.get(column, column)
 
-    def _plan(self, table: str, columns: tuple[str, ...]) -> Plan:
+    def _plan(
+        self, table: str, columns: tuple[str, ...], source_types: Mapping[str, Any] | None = None
+    ) -> Plan:
         """Target index per source column (-1: not written), and the columns left MISSING;
         indexes None when the image's columns are the target's, in order.
 
@@ -119,23 +126,39 @@ class TableMapper:
         plan = self._plans.get(columns)
         if plan is not None:
             return plan
-        indexes = []
+        indexes: list[int] = []
+        new: list[tuple[str, str]] = []  # (source column, target column)
+        ignored: list[tuple[str, str]] = []
         for column in columns:
             target = self._target_column(column)
             index = -1 if target is None else self._index.get(target)
             if index is None:
-                raise MappingError(
-                    f"column {column!r} of {table} has no column in {self.shape.table}",
-                    table=table,
-                )
+                assert target is not None
+                policy = self.mapping.on_new_column
+                if policy == "quarantine":
+                    raise MappingError(
+                        f"column {column!r} of {table} has no column in {self.shape.table}",
+                        table=table,
+                    )
+                (new if policy == "add" else ignored).append((column, target))
+                index = -1
             indexes.append(index)
+        if new:
+            types = source_types or {}
+            raise NewColumns(
+                f"column(s) {[c for c, _ in new]} of {table} have no column in "
+                f"{self.shape.table} yet",
+                table=table,
+                columns=[(target, _plain(types.get(column))) for column, target in new],
+            )
         written = set(indexes)
         if self._soft_flag is not None:
             written.add(self._soft_flag)
         missing = frozenset(range(len(self.shape.columns))) - written
         identity = indexes == list(range(len(self.shape.columns))) and self._soft_flag is None
         # None for an image that already is the target row, column for column
-        plan = (None, missing) if identity else (tuple(indexes), missing)
+        skipped = tuple(column for column, _ in ignored)
+        plan = (None, missing, skipped) if identity else (tuple(indexes), missing, skipped)
         if len(self._plans) < 64:
             self._plans[columns] = plan
         return plan
@@ -145,7 +168,9 @@ class TableMapper:
         `MappingError` for a value that does not fit its column."""
         after = event.after
         assert after is not None
-        indexes, missing = self._plan(event.table, tuple(after))
+        indexes, missing, ignored = self._plan(event.table, tuple(after), event.source_types)
+        for column in ignored:
+            self.ignored[column] = self.ignored.get(column, 0) + 1
         if indexes is None:
             values = tuple(after.values())
             self._check(event.table, values)
@@ -247,6 +272,10 @@ class TableMapper:
         for column, value in zip(self.shape.key, values, strict=True):
             row[self._index[column]] = value
         return tuple(row)
+
+
+def _plain(field: Any) -> dict[str, object] | None:
+    return dict(field) if field else None
 
 
 def _utf8_size(text: str) -> int:

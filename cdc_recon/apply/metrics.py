@@ -56,6 +56,11 @@ MESSAGES = Counter(
     "Messages processed, by outcome: applied, superseded, duplicate, skipped, quarantined.",
     ["outcome"],
 )
+IGNORED_COLUMNS = Counter(
+    "cdc_recon_ignored_columns_total",
+    "Changes whose new source column was left out of the write (on_new_column: ignore).",
+    ["table", "column"],
+)
 QUARANTINED = Counter(
     "cdc_recon_quarantined", "Messages sent to the dead-letter topic, by reason.", ["reason"]
 )

@@ -29,6 +29,10 @@ from cdc_recon.pg.sql import (
     quote_table,
 )
 
+# COPY data goes to the server in chunks of this size; few chunks means few GIL
+# hand-offs for the worker thread while the service's thread decodes the next batch.
+COPY_CHUNK = 4 << 20
+
 
 @dataclass
 class TableStatements:

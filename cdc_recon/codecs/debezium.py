@@ -282,7 +282,10 @@ def to_event(
         after = convert_after(after)
     family = _FAMILY[source.connector]
     try:
-        return ChangeEvent(table, op, key, after, position, source.ts_ms, tx, unavailable, family)
+        return ChangeEvent(
+            table, op, key, after, position, source.ts_ms, tx, unavailable, family,
+            convert_after.fields,
+        )
     except ValueError as exc:
         raise DecodeError(f"invalid change event for {table}: {exc}") from exc
 

@@ -68,18 +68,26 @@ class ConnectSchema(msgspec.Struct, frozen=True):
     fields: list[ConnectSchema] | None = None
     items: ConnectSchema | None = None
     field: str | None = None
+    default: Any = None
 
 
 class RowConverter:
     """Converts the logical-typed columns of a row image in place; others are untouched.
 
     Built once per schema: only the columns that need a conversion are visited.
+    `fields` keeps each column's Connect schema (as a dict) for the applier's schema
+    evolution (`cdc_recon.apply.evolve`): the type of a column the target lacks.
     """
 
-    __slots__ = ("columns",)
+    __slots__ = ("columns", "fields")
 
-    def __init__(self, columns: tuple[tuple[str, str, Converter], ...] = ()) -> None:
+    def __init__(
+        self,
+        columns: tuple[tuple[str, str, Converter], ...] = (),
+        fields: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.columns = columns
+        self.fields = fields
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         get = row.get
@@ -315,8 +323,9 @@ def connect_field_converter(schema: ConnectSchema) -> Converter | None:
     return converter_for(schema.name, schema.parameters, schema.type, items)
 
 
-def connect_row_converter(struct: ConnectSchema | None) -> RowConverter:
-    """The converter for the row described by a Connect `struct` schema."""
+def connect_row_converter(struct: ConnectSchema | None, *, fields: bool = False) -> RowConverter:
+    """The converter for the row described by a Connect `struct` schema; with `fields`,
+    it keeps each column's schema too."""
     if struct is None or not struct.fields:
         return IDENTITY
     columns = []
@@ -324,6 +333,9 @@ def connect_row_converter(struct: ConnectSchema | None) -> RowConverter:
         convert = connect_field_converter(field)
         if convert is not None and field.field is not None:
             columns.append((field.field, field.name or field.type, convert))
+    if fields:
+        kept = {f.field: msgspec.structs.asdict(f) for f in struct.fields if f.field}
+        return RowConverter(tuple(columns), kept)
     return RowConverter(tuple(columns)) if columns else IDENTITY
 
 
@@ -376,7 +388,7 @@ def build_value_converter(schema_json: bytes) -> RowConverter:
     envelope = parse_connect_schema(schema_json)
     for field in (envelope.fields or []) if envelope is not None else []:
         if field.field == "after":
-            return connect_row_converter(field)
+            return connect_row_converter(field, fields=True)
     return IDENTITY
 
 

@@ -62,6 +62,11 @@ class TableMapping(_Section):
     rename: dict[str, str] = Field(default_factory=dict)
     delete_mode: Literal["hard", "soft"] = "hard"
     soft_delete_column: str = "_deleted"
+    on_new_column: Literal["add", "ignore", "quarantine"] = Field(
+        "add",
+        description="a source column the target lacks: add it to the target (the type "
+        "from the message's schema), leave it out of the write, or quarantine the change",
+    )
     connector: Literal["postgresql", "mysql", "plain"] | None = Field(
         None,
         description="the source family of this table's changes; others are quarantined "
