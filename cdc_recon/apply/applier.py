@@ -193,7 +193,8 @@ class Applier:
             try:
                 batch = self._prepare(items)
             except NewColumns as exc:
-                index = self._columns.add(exc)
+                existing = self._mappers[exc.table or ""].shape.columns
+                index = self._columns.add(exc, existing)
                 if index is not None:
                     self._load(index, self.settings.tables[index])
                 continue
@@ -227,7 +228,7 @@ class Applier:
                 raise MappingError(f"table {event.table!r} is not mapped", table=event.table)
             return mapper.change(item)
         except NewColumns as exc:
-            refused = self._columns.refused.get(event.table)
+            refused = self._columns.refusal(exc)
             if refused is None:
                 raise
             return Failure(item.message, FailureReason.UNMAPPED, f"{exc}: {refused}", event.table)

@@ -37,27 +37,56 @@ from cdc_recon.pg.sql import quote_ident, quote_table
 
 LOG = logging.getLogger("cdc_recon.apply")
 LOCK_TIMEOUT = "10s"
+MAX_IDENTIFIER_BYTES = 63
 
 
 class ColumnChanges:
     """The applier's side of `on_new_column`: which mapping a new column belongs to,
-    the targets that refused one (their changes are quarantined with the reason), and
-    the count and one log line of each ignored column."""
+    the columns refused (their changes are quarantined with the reason), and the count
+    and one log line of each ignored column."""
 
     def __init__(self, engine: sa.Engine, mappings: Sequence[TableMapping]) -> None:
         self._engine = engine
         self._mappings = mappings
-        self.refused: dict[str, str] = {}  # source table -> why its new columns were not added
+        # (source table, target column) -> why it is not added
+        self.refused: dict[tuple[str, str], str] = {}
+        self._added: set[tuple[str, str]] = set()
         self._logged: set[tuple[str, str]] = set()
 
-    def add(self, new: NewColumns) -> int | None:
-        """Add `new`'s columns; the index of the mapping to reload, or None if refused."""
+    def refusal(self, new: NewColumns) -> str | None:
+        """Why `new` cannot be applied, if one of its columns was refused."""
+        table = new.table or ""
+        reasons = [
+            self.refused[table, name] for name, _ in new.columns if (table, name) in self.refused
+        ]
+        return "; ".join(reasons) if reasons else None
+
+    def add(self, new: NewColumns, existing: Sequence[str]) -> int | None:
+        """Add `new`'s columns that may be added; the index of the mapping to reload,
+        or None when none was (the others are refused, with the reason)."""
         index = next(i for i, m in enumerate(self._mappings) if m.source == new.table)
-        try:
-            add_columns(self._engine, self._mappings[index], new.columns)
-        except MappingError as exc:
-            self.refused[self._mappings[index].source] = str(exc)
+        mapping = self._mappings[index]
+        wanted = []
+        for name, field in new.columns:
+            problem = unaddable(name, field, existing)
+            if (mapping.source, name) in self._added:
+                problem = "it was added, yet the target still lacks it"
+            if problem is None:
+                wanted.append((name, field))
+            else:
+                self.refused[mapping.source, name] = (
+                    f"cdc-recon does not add column {name!r} to {mapping.target}: {problem}; "
+                    "add it by hand, or set on_new_column: ignore"
+                )
+        if not wanted:
             return None
+        try:
+            add_columns(self._engine, mapping, wanted)
+        except MappingError as exc:
+            for name, _ in wanted:
+                self.refused[mapping.source, name] = str(exc)
+            return None
+        self._added.update((mapping.source, name) for name, _ in wanted)
         return index
 
     def count_ignored(self, mappers: Iterable[TableMapper]) -> None:
@@ -74,6 +103,32 @@ class ColumnChanges:
                         mapper.mapping.source,
                     )
             mapper.ignored.clear()
+
+
+def unaddable(name: str, field: dict[str, Any] | None, existing: Sequence[str]) -> str | None:
+    """Why a new source column is not one to add on its own; None when it is.
+
+    The type must come from the message's schema (a schema-less message cannot tell an
+    integer column from a text one), and the name must be one a source plausibly has:
+    printable, without quotes, backslashes or surrounding spaces, at most PostgreSQL's
+    63 bytes (a longer one would be cut, and never match), and not another case of an
+    existing column (`ID` beside `id`). Anything else is more likely a broken or hostile
+    producer than a schema change, and a column added is hard to take back.
+    """
+    if not field:
+        return "the message carries no schema to tell its type"
+    if (
+        not name
+        or not name.isprintable()
+        or name != name.strip()
+        or any(c in name for c in "\"'\\")
+    ):
+        return "its name has quotes, control characters or surrounding spaces"
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        return f"its name is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes"
+    if name.lower() in {column.lower() for column in existing}:
+        return "another case of an existing column's name"
+    return None
 
 
 def add_columns(

@@ -8,6 +8,7 @@ import pytest
 
 from cdc_recon.apply.evolve import column_type
 from cdc_recon.apply.mapping import TableMapper, TargetShape
+from cdc_recon.apply.schema_changes import unaddable
 from cdc_recon.batch import Decoded, Message
 from cdc_recon.config import TableMapping
 from cdc_recon.events import ChangeEvent, Op, SourcePosition
@@ -101,3 +102,25 @@ def test_ignore_leaves_the_column_out_and_counts_it() -> None:
 def test_quarantine_refuses_the_change() -> None:
     with pytest.raises(MappingError, match="column 'extra' of public.t has no column"):
         mapper("quarantine").change(decoded({"id": 1, "name": "a", "extra": 5}))
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "why"),
+    [
+        ("loyalty", {"type": "int32"}, None),
+        ("tier level", {"type": "string"}, None),
+        ("discount", None, "no schema"),
+        ('sta"tus', {"type": "string"}, "quotes"),
+        ("amount'", {"type": "string"}, "quotes"),
+        ("note\n", {"type": "string"}, "control characters"),
+        ("a\x1b[2J", {"type": "string"}, "control characters"),
+        ("id ", {"type": "string"}, "surrounding spaces"),
+        ("x" * 64, {"type": "string"}, "63 bytes"),
+        ("Status", {"type": "string"}, "another case"),
+    ],
+)
+def test_a_new_column_is_added_only_with_a_type_and_a_plausible_name(
+    name: str, field: dict[str, Any] | None, why: str | None
+) -> None:
+    problem = unaddable(name, field, ("id", "status"))
+    assert problem is None if why is None else problem is not None and why in problem
