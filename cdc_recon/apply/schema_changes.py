@@ -20,6 +20,7 @@ the reason, instead of stopping the stream.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ from cdc_recon.pg.sql import quote_ident, quote_table
 LOG = logging.getLogger("cdc_recon.apply")
 LOCK_TIMEOUT = "10s"
 MAX_IDENTIFIER_BYTES = 63
+RECHECK = 60.0  # seconds a refused column stays refused before it is looked at again
 
 
 class ColumnChanges:
@@ -49,16 +51,19 @@ class ColumnChanges:
         self._engine = engine
         self._mappings = mappings
         # (source table, target column) -> why it is not added
-        self.refused: dict[tuple[str, str], str] = {}
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # and since when
         self._added: set[tuple[str, str]] = set()
         self._logged: set[tuple[str, str]] = set()
 
     def refusal(self, new: NewColumns) -> str | None:
-        """Why `new` cannot be applied, if one of its columns was refused."""
-        table = new.table or ""
-        reasons = [
-            self.refused[table, name] for name, _ in new.columns if (table, name) in self.refused
-        ]
+        """Why `new` cannot be applied, if one of its columns was refused within the last
+        `RECHECK` seconds (then it is looked at again: someone may have added it by hand)."""
+        table, now = new.table or "", time.monotonic()
+        reasons = []
+        for name, _ in new.columns:
+            found = self.refused.get((table, name))
+            if found is not None and now - found[1] < RECHECK:
+                reasons.append(found[0])
         return "; ".join(reasons) if reasons else None
 
     def add(self, new: NewColumns, existing: Sequence[str]) -> int | None:
@@ -66,6 +71,11 @@ class ColumnChanges:
         or None when none was (the others are refused, with the reason)."""
         index = next(i for i, m in enumerate(self._mappings) if m.source == new.table)
         mapping = self._mappings[index]
+        present = target_columns(self._engine, mapping.target)
+        names = [(mapping.source, name) for name, _ in new.columns]
+        if all(name in present for name, _ in new.columns) and self._added.isdisjoint(names):
+            self._added.update(names)  # a second time would mean the mapping never sees them
+            return index  # added meanwhile (another instance, or by hand): reload only
         wanted = []
         for name, field in new.columns:
             problem = unaddable(name, field, existing)
@@ -76,7 +86,8 @@ class ColumnChanges:
             else:
                 self.refused[mapping.source, name] = (
                     f"cdc-recon does not add column {name!r} to {mapping.target}: {problem}; "
-                    "add it by hand, or set on_new_column: ignore"
+                    "add it by hand, or set on_new_column: ignore",
+                    time.monotonic(),
                 )
         if not wanted:
             return None
@@ -84,7 +95,7 @@ class ColumnChanges:
             add_columns(self._engine, mapping, wanted)
         except MappingError as exc:
             for name, _ in wanted:
-                self.refused[mapping.source, name] = str(exc)
+                self.refused[mapping.source, name] = (str(exc), time.monotonic())
             return None
         self._added.update((mapping.source, name) for name, _ in wanted)
         return index
@@ -103,6 +114,19 @@ class ColumnChanges:
                         mapper.mapping.source,
                     )
             mapper.ignored.clear()
+
+
+def target_columns(engine: sa.Engine, table: str) -> set[str]:
+    """The columns `table` has now."""
+    query = sa.text(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:table) "
+        "AND attnum > 0 AND NOT attisdropped"
+    )
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(query, {"table": quote_table(table)}).scalars())
+    except sa.exc.DBAPIError as exc:
+        raise TransientDatabaseError(f"reading the columns of {table}: {exc.orig}") from exc
 
 
 def unaddable(name: str, field: dict[str, Any] | None, existing: Sequence[str]) -> str | None:
