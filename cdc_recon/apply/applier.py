@@ -5,7 +5,10 @@ target applies batch N (`cdc_recon.apply.pipeline`):
 
 `prepare_batch` (Python only, no database):
 1. map every event through the configured table mapping; an unmapped table or column
-   becomes a `Failure` (reason `unmapped`) and never becomes SQL;
+   becomes a `Failure` (reason `unmapped`) and never becomes SQL, a value that does not
+   fit its column or a key that disagrees with its row one of reason `invalid`; a new
+   source column is added to the target first (`on_new_column`, `apply.schema_changes`)
+   and the batch mapped again;
 2. collapse the changes per key (`mapping.collapse`) and encode the winners and one
    ledger line per change as COPY text.
 
@@ -25,9 +28,11 @@ the batch is then written the careful way, with the ledger lines staged and move
 by one statement that classifies them and skips the ones already there (the
 duplicates). COPYing into the ledger costs PostgreSQL ~3 µs less per change.
 
-Steps 3-4 run under a savepoint: when the target rejects a row (a data or constraint
-error), the batch is bisected until the offending changes are isolated; they are
-quarantined (reason `rejected`) and the rest is applied.
+Steps 3-4 run under a savepoint: when the target rejects a row (an error of the data,
+`pg.sqlstate`), the batch is written again row by row in one statement per table
+(`apply.isolate`); the rejected changes are quarantined (reason `rejected`) and the
+rest is applied. An unavailable database raises `TransientDatabaseError`: the batch is
+retried whole.
 
     >>> applier = Applier(engine, settings)          # doctest: +SKIP
     >>> applier.prepare()                            # doctest: +SKIP
