@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Database, Services, wait_for
+from tests.integration.deployment import Deployment, Deployments
 from tests.integration.events import KeyValue, send
-from tests.integration.test_service import Deployment
 
 pytestmark = pytest.mark.integration
 
@@ -66,44 +64,22 @@ class Orders:
 
 
 @pytest.fixture
-def orders_deploy(
-    tmp_path: Path, services: Services, target_db: Database, topic_factory: Callable[..., str]
-) -> Iterator[Callable[..., Deployment]]:
-    made: list[Deployment] = []
-    with target_db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                f"CREATE TABLE {target_db.table('orders')} (id bigint PRIMARY KEY, status text, "
-                "amount numeric(12,2), note text, updated_at timestamptz)"
-            )
-        )
-        conn.execute(
-            sa.text(f"CREATE TABLE {target_db.table('notes')} (code text PRIMARY KEY, body text)")
-        )
+def orders_deploy(deployments: Deployments) -> Callable[..., Deployment]:
+    deployments.create(
+        "CREATE TABLE {t}.orders (id bigint PRIMARY KEY, status text, amount numeric(12,2), "
+        "note text, updated_at timestamptz)"
+    )
+    deployments.create("CREATE TABLE {t}.notes (code text PRIMARY KEY, body text)")
 
     def make(**service: Any) -> Deployment:
-        tables = [
-            {"source": f"public.{name}", "target": f"{target_db.schema}.{name}", "key": [key]}
-            for name, key in (("orders", "id"), ("notes", "code"))
-        ]
-        config = {
-            "group_id": f"cdcr-bad-{uuid.uuid4().hex[:8]}",
-            "topics": [topic_factory("bad")],
-            "dead_letter_topic": topic_factory("bad-dlq"),
-            "control_schema": target_db.schema,
-            "format": "debezium",
-            "service": {"poll_timeout": 0.2, "retry_initial": 0.1, **service},
-            "tables": tables,
-        }
-        deployment = Deployment(tmp_path, services, config)
-        init = deployment.run("init")
-        assert init.process.returncode == 0, init.stderr
-        made.append(deployment)
-        return deployment
+        return deployments.make(
+            "bad",
+            format="debezium",
+            service={"poll_timeout": 0.2, "retry_initial": 0.1, **service},
+            tables=[deployments.mapping("orders"), deployments.mapping("notes", "code")],
+        )
 
-    yield make
-    for deployment in made:
-        deployment.stop_all()
+    return make
 
 
 def run_through(deployment: Deployment, services: Services, messages: list[KeyValue]) -> str:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Database, Services
+from tests.integration.deployment import Deployment, Deployments
 from tests.integration.events import KeyValue
 from tests.integration.test_bad_input import Orders, failures, run_through
-from tests.integration.test_service import Deployment
 
 pytestmark = pytest.mark.integration
 
@@ -54,43 +52,18 @@ def wrapped(
 
 
 @pytest.fixture
-def evolving(
-    tmp_path: Path, services: Services, target_db: Database, topic_factory: Callable[..., str]
-) -> Iterator[Callable[..., Deployment]]:
-    made: list[Deployment] = []
-    with target_db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                f"CREATE TABLE {target_db.table('orders')} "
-                "(id bigint PRIMARY KEY, status text, note text)"
-            )
-        )
+def evolving(deployments: Deployments) -> Callable[..., Deployment]:
+    deployments.create("CREATE TABLE {t}.orders (id bigint PRIMARY KEY, status text, note text)")
 
     def make(**mapping: Any) -> Deployment:
-        table = {
-            "source": "public.orders",
-            "target": f"{target_db.schema}.orders",
-            "key": ["id"],
-            **mapping,
-        }
-        config = {
-            "group_id": f"cdcr-evolve-{uuid.uuid4().hex[:8]}",
-            "topics": [topic_factory("evolve")],
-            "dead_letter_topic": topic_factory("evolve-dlq"),
-            "control_schema": target_db.schema,
-            "format": "debezium",
-            "service": {"poll_timeout": 0.2, "retry_initial": 0.1},
-            "tables": [table],
-        }
-        deployment = Deployment(tmp_path, services, config)
-        init = deployment.run("init")
-        assert init.process.returncode == 0, init.stderr
-        made.append(deployment)
-        return deployment
+        return deployments.make(
+            "evolve",
+            format="debezium",
+            service={"poll_timeout": 0.2, "retry_initial": 0.1},
+            tables=[deployments.mapping("orders", **mapping)],
+        )
 
-    yield make
-    for deployment in made:
-        deployment.stop_all()
+    return make
 
 
 def columns(db: Database) -> dict[str, tuple[str, str | None]]:

@@ -7,140 +7,45 @@ the process is configured by a YAML file in tmp_path and the stack's CDC_RECON_*
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cdc_recon.apply.service import CRASH_AFTER_DB_COMMIT_ENV
 from tests.conftest import Database, Services, wait_for
+from tests.integration.deployment import CRASH_ENV, Deployment, Deployments
 from tests.integration.events import ChangeLog, KeyValue, send
 
 pytestmark = pytest.mark.integration
 
-CRASH_ENV = CRASH_AFTER_DB_COMMIT_ENV
 Row = tuple[int, str, str | None]
 
 
-@dataclass
-class Instance:
-    """One `cdc-recon` process; its output goes to files so that no pipe can fill up."""
-
-    process: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    @property
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def wait(self, timeout: float = 120.0) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail(f"cdc-recon did not exit in {timeout}s; stderr:\n{self.stderr[-3000:]}")
-
-
-class Deployment:
-    """A config file and the commands that run against it."""
-
-    def __init__(self, tmp_path: Path, services: Services, config: dict[str, Any]) -> None:
-        self.tmp_path = tmp_path
-        self.services = services
-        self.config = config
-        self.path = tmp_path / "cdc-recon.yml"
-        self.path.write_text(yaml.safe_dump(config))
-        self.instances: list[Instance] = []
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        env.update(
-            CDC_RECON_KAFKA_BOOTSTRAP=self.services.kafka_bootstrap,
-            CDC_RECON_TARGET_URL=self.services.target_url,
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra)
-        return env
-
-    def start(self, *args: str, **env: str) -> Instance:
-        n = len(self.instances)
-        out, err = self.tmp_path / f"out{n}.txt", self.tmp_path / f"err{n}.txt"
-        command = [sys.executable, "-m", "cdc_recon.cli", "-c", str(self.path), *args]
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=self.env(**env))
-        instance = Instance(process, out, err)
-        self.instances.append(instance)
-        return instance
-
-    def run(self, *args: str, timeout: float = 120.0, **env: str) -> Instance:
-        instance = self.start(*args, **env)
-        instance.wait(timeout)
-        return instance
-
-    def stop_all(self) -> None:
-        for instance in self.instances:
-            if instance.process.poll() is None:
-                instance.process.kill()
-                instance.process.wait(10)
-
-
 @pytest.fixture
-def deploy(
-    tmp_path: Path, services: Services, target_db: Database, topic_factory: Callable[..., str]
-) -> Iterator[Callable[..., Deployment]]:
+def deploy(deployments: Deployments) -> Callable[..., Deployment]:
     """Creates the target table, a topic and a dead-letter topic, then `cdc-recon init`."""
-    made: list[Deployment] = []
-    with target_db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                f"CREATE TABLE {target_db.table('customers')} "
-                "(id int PRIMARY KEY, name varchar(5) NOT NULL, email text)"
-            )
-        )
+    deployments.create(
+        "CREATE TABLE {t}.customers (id int PRIMARY KEY, name varchar(5) NOT NULL, email text)"
+    )
 
     def make(partitions: int = 1, **service: Any) -> Deployment:
-        config = {
-            "group_id": f"cdcr-test-{uuid.uuid4().hex[:8]}",
-            "topics": [topic_factory("service", partitions=partitions)],
-            "dead_letter_topic": topic_factory("dlq"),
-            "control_schema": target_db.schema,
-            "kafka": {"heartbeat.interval.ms": "500", "session.timeout.ms": "6000"},
-            "service": {"batch_size": 50, "poll_timeout": 0.2, "retry_initial": 0.1, **service},
-            "tables": [
-                {
-                    "source": "public.customers",
-                    "target": f"{target_db.schema}.customers",
-                    "key": ["id"],
-                }
-            ],
-        }
-        deployment = Deployment(tmp_path, services, config)
-        init = deployment.run("init")
-        assert init.process.returncode == 0, init.stderr
-        made.append(deployment)
-        return deployment
+        return deployments.make(
+            "service",
+            partitions,
+            kafka={"heartbeat.interval.ms": "500", "session.timeout.ms": "6000"},
+            service={"batch_size": 50, "poll_timeout": 0.2, "retry_initial": 0.1, **service},
+            tables=[deployments.mapping("customers")],
+        )
 
-    yield make
-    for deployment in made:
-        deployment.stop_all()
+    return make
 
 
 @dataclass
