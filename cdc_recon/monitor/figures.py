@@ -165,18 +165,6 @@ def missed_by_hour(conn: sa.Connection, schema: str, hours: int) -> list[Row]:
     )
 
 
-def latest_failures(conn: sa.Connection, schema: str, limit: int, status: str | None) -> list[Row]:
-    """Quarantined messages, newest first, without their raw bytes."""
-    where = "WHERE status = :status " if status else ""
-    return _rows(
-        conn,
-        "SELECT id, topic, kafka_partition, kafka_offset, reason, detail, source_table, "
-        f"status, created_at, resolved_at FROM {quote_ident(schema)}.failures "
-        f"{where}ORDER BY id DESC LIMIT :limit",
-        {"limit": limit, "status": status},
-    )
-
-
 def review_items(conn: sa.Connection, schema: str, limit: int) -> list[Row] | None:
     """The reconciliation's review queue, newest first; None when it does not exist yet."""
     table = _review_table(conn, schema)
