@@ -196,7 +196,7 @@ def test_retry_after_the_cause_is_fixed(quarantined: Quarantined) -> None:
     assert (dry["dry_run"], dry["read"], dry["applied"], dry["failed"]) == (True, 3, 2, 1), dry
     assert q.row(q.ids["rejected"])["status"] == "open" and 3 not in q.target.rows()
 
-    done = q.cli("failures", "retry", "--all", "--json", code=1)  # the poison still fails
+    done = q.cli("failures", "retry", "--all", "--chunk", "2", "--json", code=1)  # 2 chunks
     assert (done["read"], done["applied"], done["duplicates"], done["failed"]) == (3, 2, 0, 1)
     assert [f["id"] for f in done["failing"]] == [q.ids["undecodable"]]
     assert q.target.rows() == {1: (1, "ada", "a@x"), 2: (2, "bob2", "b@x"), 3: (3, "cy", "bad")}
