@@ -160,6 +160,8 @@ def test_list_filters_and_show(quarantined: Quarantined) -> None:
     assert q.failures("--since", later) == []
     assert len(q.failures("--reason", "rejected", "--limit", "1")) == 1
     assert q.failures("--status", "resolved") == []
+    table = q.deployment.run("failures", "list", "--reason", "unmapped", COLUMNS="250").stdout
+    assert "1 failure(s)" in table and "public.orders" in table and f"{q.topic}" in table
 
     shown = q.cli("failures", "show", str(q.ids["rejected"]), "--json")
     assert (shown["topic"], shown["kafka_partition"], shown["kafka_offset"]) == (q.topic, 0, 3)
