@@ -72,6 +72,11 @@ def detail_cell(detail: str, width: int = DETAIL_WIDTH) -> str:
     return detail if len(detail) <= width else detail[: width - 1] + "…"
 
 
+def status_cell(status: str, outcome: str | None) -> str:
+    """`retried (superseded)`: what the retry found, beside the status."""
+    return f"{status} ({outcome})" if status == "retried" and outcome else status
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, int]]:
     return [(name, int(summary[name])) for name in SUMMARY_ROWS]
 
@@ -168,7 +173,7 @@ def _print_list(rows: list[Any], total: int) -> None:
             row.where,
             row.reason,
             row.source_table or "-",
-            row.status,
+            status_cell(row.status, row.retry_outcome),
             detail_cell(row.detail),
         )
     console = Console()

@@ -16,7 +16,7 @@ from cdc_recon.apply.failures import (
 )
 from cdc_recon.apply.retry import RetrySummary, outcomes_of
 from cdc_recon.batch import Failure, Message
-from cdc_recon.cli.failures import detail_cell, show_lines, summary_rows
+from cdc_recon.cli.failures import detail_cell, show_lines, status_cell, summary_rows
 from cdc_recon.exceptions import UsageError
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -148,3 +148,9 @@ def test_show_lines() -> None:
 def test_detail_cell() -> None:
     assert detail_cell("short") == "short"
     assert detail_cell("x" * 200, 10) == "x" * 9 + "…"
+
+
+def test_status_cell_says_what_the_retry_found() -> None:
+    assert status_cell("retried", "superseded") == "retried (superseded)"
+    assert status_cell("open", None) == "open"
+    assert status_cell("resolved", "applied") == "resolved"
