@@ -44,7 +44,7 @@ from cdc_recon.apply import failures as fs
 from cdc_recon.apply.applier import Applier
 from cdc_recon.apply.failures import decode_rows
 from cdc_recon.apply.preview import TargetPreview
-from cdc_recon.batch import ApplyResult, Failure
+from cdc_recon.batch import ApplyResult, Failure, Message
 from cdc_recon.config import Settings
 from cdc_recon.pg.errors import guard
 from cdc_recon.pg.sql import change_id_order, quote_ident
@@ -103,7 +103,7 @@ class _Target(Protocol):
     def retry(self, rows: Sequence[fs.FailureRow], summary: RetrySummary) -> None: ...
 
 
-def coordinates(message: Any) -> Coordinates:
+def coordinates(message: Message) -> Coordinates:
     return (message.topic, message.partition, message.offset)
 
 

@@ -329,11 +329,21 @@ LEFT JOIN horizon h ON h.source_table = t.source_table"""
 # -- replay bookkeeping --------------------------------------------------------------------
 
 
+def closed_failure(schema: str, missed: str) -> str:
+    """Whether the `missed` entry's message is a failure an operator retried or resolved:
+    accounted for, never replayed again (a resolved one stays unapplied)."""
+    return (
+        f"EXISTS (SELECT 1 FROM {quote_ident(schema)}.failures f WHERE f.topic = {missed}.topic "
+        f"AND f.kafka_partition = {missed}.kafka_partition "
+        f"AND f.kafka_offset = {missed}.kafka_offset AND f.status <> 'open')"
+    )
+
+
 def pending_missed(schema: str) -> str:
     return (
-        f"SELECT {MISSED_COLUMNS} FROM {quote_ident(schema)}.missed_changes "
-        "WHERE status = 'pending' AND replayable ORDER BY found_at, change_id "
-        "LIMIT %(limit)s"
+        f"SELECT {MISSED_COLUMNS} FROM {quote_ident(schema)}.missed_changes m "
+        f"WHERE status = 'pending' AND replayable AND NOT {closed_failure(schema, 'm')} "
+        "ORDER BY found_at, change_id LIMIT %(limit)s"
     )
 
 

@@ -22,6 +22,7 @@ import yaml
 from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.config import load_settings
 from cdc_recon.monitor.api import Api, Request
+from cdc_recon.monitor.figures import control_figures
 from cdc_recon.monitor.jobs import ReplayJobs
 from cdc_recon.monitor.poller import PollResult
 from cdc_recon.pg.engine import create_engine
@@ -267,18 +268,28 @@ def test_resolved_and_retried_failures_stop_counting_as_missed(quarantined: Quar
     config["sweeper"] = {"adapter": "kafka_topic", "grace": 0}
     q.deployment.path.write_text(yaml.safe_dump(config))
 
-    def missed() -> set[str]:
-        run = q.cli("sweep", "--from", "-1h", "--to", "now", "--no-replay", "--json")
-        return {m for m in run["missed_ids"]}
+    def sweep(*extra: str) -> Any:
+        return q.cli("sweep", "--from", "-1h", "--to", "now", "--json", *extra)
 
-    first = missed()
+    def missed_counts() -> dict[str, int]:
+        return control_figures(q.db.engine, q.db.schema, config["group_id"]).missed
+
+    first = set(sweep("--no-replay")["missed_ids"])
     poison = f"kafka:{q.topic}:0:5"
     assert poison in first and len(first) == 3, first  # customer 2's older change: superseded
+    assert missed_counts() == {"pending": 3}
     q.cli("failures", "resolve", str(q.ids["undecodable"]), "--note", "garbage")
+    q.cli("failures", "resolve", str(q.ids["rejected"]), "--note", "customer 3 was a test")
     q.map_orders()
     q.cli("failures", "retry", str(q.ids["unmapped"]))
-    after = missed()
-    assert poison not in after and len(after) == 1, after  # customer 3's, still open
+    assert missed_counts() == {}, "every missed change left is a closed failure"
+
+    # The cause of the resolved one goes away: the sweeper still must not apply it.
+    q.sql(f"ALTER TABLE {q.db.table('customers')} DROP CONSTRAINT no_bad")
+    again = sweep()
+    assert again["missed_ids"] == [] and again["replayed"] == 0, again
+    assert 3 not in q.target.rows(), "a resolved failure stays unapplied"
+    assert q.orders() == {7: 70}
 
 
 def test_the_api_agrees_with_the_cli(quarantined: Quarantined, services: Services) -> None:
