@@ -207,7 +207,7 @@ def show_command(
 def retry_command(
     ctx: typer.Context,
     ids: Annotated[
-        list[int] | None, typer.Argument(metavar="[ID]...", help="Failures to retry.")
+        list[int] | None, typer.Argument(metavar="ID", help="Failures to retry (open or retried).")
     ] = None,
     reason: Reasons = None,
     table: Tables = None,
@@ -314,7 +314,7 @@ def _print_retry(summary: dict[str, Any]) -> None:
 @failures_app.command("resolve")
 def resolve_command(
     ctx: typer.Context,
-    ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Failures to close.")],
+    ids: Annotated[list[int], typer.Argument(metavar="ID", help="Failures to close.")],
     note: Annotated[
         str, typer.Option("--note", "-m", help="Why they are closed without being applied.")
     ],
