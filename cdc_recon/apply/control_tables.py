@@ -8,7 +8,9 @@
     offsets     per consumer group and partition: the next offset to read, written in
                 the same transaction as the rows (P4)
     failures    quarantined messages with raw bytes, reason and Kafka coordinates (P5),
-                and what became of each one's dead letter (`cdc_recon.apply.dead_letters`)
+                what became of each one's dead letter (`cdc_recon.apply.dead_letters`),
+                and what an operator did with it: open | retried | resolved, with the
+                note, the retries and their outcome (`cdc_recon.apply.failures`)
 
 The sweeper's tables (`cdc_recon.sweep.queries`) and reconciliation's
 (`cdc_recon.reconcile.store`) are their own; `cdc_recon.control_schema` creates all of
@@ -31,6 +33,11 @@ UPGRADES = (
     ("ledger", "source_ts", "plain (not generated) column"),
     ("failures", "dead_letter", "column"),
     ("failures", "dead_letter_detail", "column"),
+    ("failures", "note", "column"),
+    ("failures", "retried_at", "column"),
+    ("failures", "attempts", "column"),
+    ("failures", "retry_outcome", "column"),
+    ("failures", "failures_status", "index"),
 )
 
 
@@ -120,4 +127,14 @@ def control_ddl(schema: str) -> list[str]:
         # only them, so it stays as small as the backlog.
         f"CREATE INDEX IF NOT EXISTS failures_dead_letter_pending ON {s}.failures (id) "
         "WHERE dead_letter = 'pending'",
+        # What an operator did with a failure (`cdc-recon failures`): `status` goes from
+        # open to retried (a retry applied it, found it superseded or already applied:
+        # retry_outcome) or resolved (closed unapplied, `note` says why). A retry that
+        # fails again keeps the row open with the new reason; `attempts` counts retries.
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS note text",
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS retried_at timestamptz",
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS attempts int NOT NULL DEFAULT 0",
+        f"ALTER TABLE {s}.failures ADD COLUMN IF NOT EXISTS retry_outcome text",
+        # Lists and counts by status (the open ones, mostly), paged by id.
+        f"CREATE INDEX IF NOT EXISTS failures_status ON {s}.failures (status, id)",
     ]

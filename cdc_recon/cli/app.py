@@ -10,6 +10,7 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml source install --table public.customers
     $ cdc-recon -c cdc-recon.yml sweep --once [--from -2h --to -5m] [--json]
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
+    $ cdc-recon -c cdc-recon.yml failures list|show ID|retry [ID...]|resolve ID... --note T
     $ cdc-recon workload run --schema shop --rate 200 --duration 60   # a source workload
     $ cdc-recon --version
 """
@@ -26,6 +27,7 @@ import typer
 
 from cdc_recon import __version__
 from cdc_recon.batch import printable
+from cdc_recon.cli.failures import failures_app
 from cdc_recon.cli.reconcile import reconcile, review_app
 from cdc_recon.cli.replay import replay
 from cdc_recon.cli.report import report
@@ -253,6 +255,7 @@ app.command()(report)
 app.command()(reconcile)
 app.add_typer(review_app, name="review")
 app.add_typer(workload_app, name="workload")
+app.add_typer(failures_app, name="failures")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,13 @@
     GET  /api/history         lag and counts of the last hour, for the page's charts
     GET  /api/sweeps          latest sweeper runs              ?limit=
     GET  /api/missed          latest missed changes, per hour  ?limit=&status=&hours=
-    GET  /api/failures        latest quarantined messages      ?limit=&status=
+    GET  /api/failures        quarantined messages, newest first
+                              ?limit=&status=&reason=&table=&topic=&since=&until=
+                              (lists comma-separated; status: all unless given)
+    GET  /api/failures/{id}   one, decoded with the current configuration (`failures show`)
+    POST /api/failures/retry  {"ids"? | "reason"?, "table"?, "topic"?, "since"?, "until"?,
+                              "status"?, "limit"?, "dry_run"?} → the retry's summary
+    POST /api/failures/resolve  {"ids", "note"} → the ids closed
     GET  /api/review          the reconciliation's review queue ?limit=
     POST /api/replay          {"from", "to"?, "table"?, "source"?, "dry_run"?} → {"job_id"}
     GET  /api/jobs[/{id}]     replay jobs and their progress
@@ -32,7 +38,9 @@ import orjson
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from cdc_recon.apply import failures as quarantine
 from cdc_recon.apply.metrics import ServiceMonitor
+from cdc_recon.apply.retry import retry_failures
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import CdcReconError, JobsBusy, UsageError
 from cdc_recon.monitor import figures as db
@@ -85,6 +93,55 @@ def error(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
+def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(request.body or b"{}")
+    except orjson.JSONDecodeError:
+        raise UsageError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise UsageError("the body must be a JSON object")
+    return body
+
+
+def _names(value: Any, field: str) -> list[str] | None:
+    """A name, comma-separated names or a list of them (None when absent)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f'"{field}" must be a name or a list of names')
+
+
+FILTER_FIELDS = ("reason", "table", "topic", "since", "until", "status")
+
+
+def failure_filter(
+    fields: Mapping[str, Any], *, default_status: tuple[str, ...], limit: int | None
+) -> quarantine.FailureFilter:
+    """The query's (or a JSON body's) failure filter; `UsageError` names a bad field."""
+    for name in ("since", "until"):
+        if fields.get(name) is not None and not isinstance(fields[name], str):
+            raise UsageError(f'"{name}" must be a time: ISO-8601, now, or relative (-2h)')
+    ids = fields.get("ids")
+    if ids is not None and not (
+        isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    ):
+        raise UsageError('"ids" must be a list of failure ids')
+    return quarantine.failure_filter(
+        ids=ids,
+        reasons=_names(fields.get("reason"), "reason"),
+        tables=_names(fields.get("table"), "table"),
+        topics=_names(fields.get("topic"), "topic"),
+        since=fields.get("since") or None,
+        until=fields.get("until") or None,
+        statuses=_names(fields.get("status"), "status"),
+        limit=limit,
+        default_statuses=default_status,
+    )
+
+
 def _limit(query: Mapping[str, str], default: int = 50) -> int:
     try:
         value = int(query.get("limit", default))
@@ -125,6 +182,11 @@ class Api:
             "/api/review": self._review,
             "/api/jobs": lambda r: json_response(self.jobs.all()),
         }
+        self._post: dict[str, Callable[[Request], Response]] = {
+            "/api/replay": self._replay,
+            "/api/failures/retry": self._retry,
+            "/api/failures/resolve": self._resolve,
+        }
 
     def handle(self, request: Request) -> Response:
         if not self._authorised(request):
@@ -151,19 +213,22 @@ class Api:
     def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         if request.method == "POST":
-            if path == "/api/replay":
-                return self._replay(request)
+            post = self._post.get(path)
+            if post is not None:
+                return post(request)
             return error(405 if path in self._get else 404, f"no POST {path}")
         if request.method not in ("GET", "HEAD"):
             return error(405, f"method {request.method} not allowed")
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
+        if path.startswith("/api/failures/"):
+            return self._failure(path.removeprefix("/api/failures/"))
         if path.startswith("/api/jobs/"):
             found = self.jobs.get(path.removeprefix("/api/jobs/"))
             return json_response(found) if found else error(404, "no such job")
         handler = self._get.get(path)
         if handler is None:
-            return error(405 if path == "/api/replay" else 404, f"no GET {path}")
+            return error(405 if path in self._post else 404, f"no GET {path}")
         return handler(request)
 
     # -- endpoints -----------------------------------------------------------------------
@@ -223,11 +288,47 @@ class Api:
         return json_response(db.read_list(self.engine, read))
 
     def _failures(self, request: Request) -> Response:
-        limit, status = _limit(request.query), request.query.get("status") or None
-        rows = db.read_list(
-            self.engine, lambda c: db.latest_failures(c, self._schema, limit, status)
-        )
-        return json_response({"items": rows})
+        which = failure_filter(request.query, default_status=(), limit=_limit(request.query))
+        rows = quarantine.list_failures(self.engine, self._schema, which, newest=True)
+        return json_response({"items": [row.as_dict() for row in rows]})
+
+    def _failure(self, name: str) -> Response:
+        if not name.isdigit():
+            return error(404, "no such failure")
+        try:
+            row = quarantine.get_failure(self.engine, self._schema, int(name))
+        except UsageError:
+            return error(404, "no such failure")
+        return json_response(quarantine.describe(row, self.settings))
+
+    def _retry(self, request: Request) -> Response:
+        """A retry runs while the request waits (`cdc-recon failures retry` shows progress
+        for large ones); its own applier, beside the service's."""
+        body = _json_body(request)
+        unknown = set(body) - {"ids", "dry_run", "limit", *FILTER_FIELDS}
+        if unknown:
+            raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if not body.get("ids") and not any(body.get(f) for f in FILTER_FIELDS):
+            raise UsageError('name the failures to retry: "ids", or a filter ("reason", ...)')
+        dry_run, limit = body.get("dry_run", False), body.get("limit")
+        if not isinstance(dry_run, bool):
+            raise UsageError('"dry_run" must be true or false')
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise UsageError('"limit" must be a number')
+        default = ("open", "retried") if body.get("ids") else ("open",)
+        which = failure_filter(body, default_status=default, limit=limit)
+        quarantine.require_ids(self.engine, self._schema, which.ids)
+        summary = retry_failures(self.engine, self.settings, which, dry_run=dry_run)
+        return json_response(summary.as_dict())
+
+    def _resolve(self, request: Request) -> Response:
+        body = _json_body(request)
+        ids, note = body.get("ids"), body.get("note")
+        if not isinstance(note, str):
+            raise UsageError('"note" must say why the failures are closed unapplied')
+        which = failure_filter({"ids": ids}, default_status=(), limit=None)
+        done = quarantine.resolve_failures(self.engine, self._schema, which.ids, note)
+        return json_response(done.as_dict())
 
     def _review(self, request: Request) -> Response:
         limit = _limit(request.query)
@@ -238,12 +339,7 @@ class Api:
         return json_response({"items": rows})
 
     def _replay(self, request: Request) -> Response:
-        try:
-            body = orjson.loads(request.body or b"{}")
-        except orjson.JSONDecodeError:
-            raise UsageError("the body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise UsageError("the body must be a JSON object")
+        body = _json_body(request)
         job = self.jobs.submit(parse_request(body, dt.datetime.now(dt.UTC)))
         location = f"/api/jobs/{job.id}"
         return Response(

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
+from cdc_recon.sweep.queries import closed_failure
 
 T = TypeVar("T")
 EXACT_COUNT_BELOW = 1_000_000  # ledger rows (estimated) under which they are counted
@@ -74,11 +75,7 @@ def control_figures(engine: sa.Engine, schema: str, group_id: str) -> ControlFig
                 conn, f"SELECT reason, count(*) FROM {s}.failures WHERE status = 'open' GROUP BY 1"
             )
             sweeper = table_exists(conn, schema, "sweep_runs")
-            missed = (
-                _grouped(conn, f"SELECT status, count(*) FROM {s}.missed_changes GROUP BY 1")
-                if sweeper
-                else {}
-            )
+            missed = _grouped(conn, missed_by_status(schema)) if sweeper else {}
             watermark = last = None
             if sweeper:
                 watermark = conn.execute(
@@ -93,6 +90,15 @@ def control_figures(engine: sa.Engine, schema: str, group_id: str) -> ControlFig
         return ControlFigures(rows, exact, failures, missed, watermark, last, review)
 
     return _guard(read)
+
+
+def missed_by_status(schema: str) -> str:
+    """Missed changes by replay status, but for those whose message is a failure an
+    operator retried or resolved: they are accounted for (`cdc-recon failures`)."""
+    return (
+        f"SELECT m.status, count(*) FROM {quote_ident(schema)}.missed_changes m "
+        f"WHERE NOT {closed_failure(schema, 'm')} GROUP BY 1"
+    )
 
 
 def _review_table(conn: sa.Connection, schema: str) -> str | None:
@@ -162,18 +168,6 @@ def missed_by_hour(conn: sa.Connection, schema: str, hours: int) -> list[Row]:
         f"FROM {quote_ident(schema)}.missed_changes "
         "WHERE found_at >= now() - make_interval(hours => :hours) GROUP BY 1 ORDER BY 1",
         {"hours": hours},
-    )
-
-
-def latest_failures(conn: sa.Connection, schema: str, limit: int, status: str | None) -> list[Row]:
-    """Quarantined messages, newest first, without their raw bytes."""
-    where = "WHERE status = :status " if status else ""
-    return _rows(
-        conn,
-        "SELECT id, topic, kafka_partition, kafka_offset, reason, detail, source_table, "
-        f"status, created_at, resolved_at FROM {quote_ident(schema)}.failures "
-        f"{where}ORDER BY id DESC LIMIT :limit",
-        {"limit": limit, "status": status},
     )
 
 

@@ -13,7 +13,9 @@ A sweep step loads the window's source changes into the temporary stage `_cdcr_s
 
 1. `open_entries`: the stage entries whose change id is not in the ledger (a hash or
    index anti-join on the ledger's primary key) go to `_cdcr_open`;
-2. `classify`: each open entry becomes applied (replayed by an earlier sweep),
+2. `classify`: each open entry becomes applied (replayed by an earlier sweep, or a
+   quarantined message an operator retried or resolved: accounted for, counted with
+   the applied ones; `cdc_recon.apply.failures`),
    superseded (its key's `key_state.position` is newer and its row is complete),
    in_flight (too recent, not yet consumed, or beyond what the consumer has applied while
    it lags) or missed;
@@ -229,6 +231,7 @@ horizon AS ({_horizon(schema)}),
 judged AS (
     SELECT o.n, CASE
         WHEN m.status = 'replayed' THEN 'applied'
+        WHEN f.status IN ('retried', 'resolved') THEN 'applied'
         WHEN ks.position > o.position AND NOT ks.incomplete THEN 'superseded'
         WHEN o.changed_at >= %(open_after)s THEN 'in_flight'
         WHEN o.topic IS NOT NULL AND f.id IS NULL
@@ -326,11 +329,21 @@ LEFT JOIN horizon h ON h.source_table = t.source_table"""
 # -- replay bookkeeping --------------------------------------------------------------------
 
 
+def closed_failure(schema: str, missed: str) -> str:
+    """Whether the `missed` entry's message is a failure an operator retried or resolved:
+    accounted for, never replayed again (a resolved one stays unapplied)."""
+    return (
+        f"EXISTS (SELECT 1 FROM {quote_ident(schema)}.failures f WHERE f.topic = {missed}.topic "
+        f"AND f.kafka_partition = {missed}.kafka_partition "
+        f"AND f.kafka_offset = {missed}.kafka_offset AND f.status <> 'open')"
+    )
+
+
 def pending_missed(schema: str) -> str:
     return (
-        f"SELECT {MISSED_COLUMNS} FROM {quote_ident(schema)}.missed_changes "
-        "WHERE status = 'pending' AND replayable ORDER BY found_at, change_id "
-        "LIMIT %(limit)s"
+        f"SELECT {MISSED_COLUMNS} FROM {quote_ident(schema)}.missed_changes m "
+        f"WHERE status = 'pending' AND replayable AND NOT {closed_failure(schema, 'm')} "
+        "ORDER BY found_at, change_id LIMIT %(limit)s"
     )
 
 

@@ -4,8 +4,9 @@
 in it is decoded and staged with its change id and Kafka coordinates. The sweeper then
 finds, among the messages the consumer group has already passed (offset below the
 group's stored next offset), those that are neither in the ledger nor superseded: the
-ones the service skipped (its offsets were moved past them) or quarantined (they are in
-the `failures` table, and the reason says why). Messages at or after the stored offset
+ones the service skipped (its offsets were moved past them) or quarantined (they are
+open in the `failures` table, and the reason says why; one an operator retried or
+resolved is accounted for, `cdc-recon failures`). Messages at or after the stored offset
 are still in flight; tombstones and truncates are not changes. What this adapter cannot
 see is what never reached the topic, or was deleted from it before it was read: that is
 the trigger change log's job.

@@ -15,7 +15,7 @@ import pytest
 from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import UsageError
-from cdc_recon.monitor.api import Api, Request
+from cdc_recon.monitor.api import Api, Request, failure_filter
 from cdc_recon.monitor.jobs import ReplayJobs, parse_request
 from cdc_recon.monitor.poller import PollResult
 from cdc_recon.monitor.server import MonitoringServer
@@ -187,3 +187,56 @@ def test_server_refuses_a_busy_port(served: MonitoringServer) -> None:
 
     with pytest.raises(ConfigError, match="cannot listen"):
         MonitoringServer(make_api(), "127.0.0.1", served.port)
+
+
+def test_failure_filters_from_a_query_or_a_body() -> None:
+    which = failure_filter(
+        {"reason": "unmapped, rejected", "table": ["public.a"], "since": "-1h"},
+        default_status=(),
+        limit=5,
+    )
+    assert which.reasons == ("unmapped", "rejected") and which.tables == ("public.a",)
+    assert which.statuses == () and which.limit == 5 and which.since is not None
+    assert failure_filter({"status": "all"}, default_status=("open",), limit=None).statuses == ()
+    for bad, message in (
+        ({"reason": 3}, '"reason"'),
+        ({"since": 5}, '"since"'),
+        ({"until": "soon"}, "invalid time"),
+        ({"status": "closed"}, "unknown failure status"),
+        ({"ids": ["1"]}, '"ids"'),
+        ({"ids": [True]}, '"ids"'),
+    ):
+        with pytest.raises(UsageError, match=message):
+            failure_filter(bad, default_status=("open",), limit=None)
+
+
+def test_failure_routes_refuse_bad_requests_before_the_database() -> None:
+    api = make_api()  # no engine: each of these must answer without one
+    for path, payload, message in (
+        ("/api/failures/retry", b"[]", "JSON object"),
+        ("/api/failures/retry", b"{}", "name the failures"),
+        ("/api/failures/retry", b'{"ids": [1], "force": true}', "unknown field"),
+        ("/api/failures/retry", b'{"ids": [1], "dry_run": "yes"}', "dry_run"),
+        ("/api/failures/retry", b'{"reason": "x", "limit": "9"}', "limit"),
+        ("/api/failures/resolve", b'{"ids": [1]}', "note"),
+        ("/api/failures/resolve", b'{"ids": [], "note": "n"}', "by id"),
+        ("/api/failures/resolve", b'{"ids": [1], "note": "  "}', "needs a note"),
+    ):
+        response = api.handle(Request("POST", path, body=payload))
+        assert response.status == 400, (path, payload)
+        assert message in body(response)["error"], (path, payload)
+    assert api.handle(Request("GET", "/api/failures/retry")).status == 404
+    assert api.handle(Request("GET", "/api/failures/x1")).status == 404
+    assert api.handle(Request("POST", "/api/failures")).status == 405
+    assert api.handle(Request("GET", "/api/failures", {"since": "soon"})).status == 400
+
+
+def test_failure_routes_need_the_token() -> None:
+    api = make_api(host="0.0.0.0", token="s3cret")
+    for method, path in (
+        ("GET", "/api/failures"),
+        ("GET", "/api/failures/1"),
+        ("POST", "/api/failures/retry"),
+        ("POST", "/api/failures/resolve"),
+    ):
+        assert api.handle(Request(method, path, body=b"{}")).status == 401, path
