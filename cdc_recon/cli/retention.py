@@ -25,7 +25,9 @@ def prune(
     """Prune the control tables by their retention settings (`retention:`, `key_state:`).
 
     Without --once, prunes every `retention.interval` seconds until interrupted. Only
-    one instance prunes at a time: another one's round shows as skipped.
+    one instance prunes at a time: another one's round shows as skipped. --dry-run
+    counts each table as it is now: rows that only become free once an earlier task
+    deleted what refers to them (findings of a pruned correction) are not counted.
     """
     from cdc_recon.retention.pruner import PrunerThread, prune_once
 

@@ -14,6 +14,8 @@ One round (`prune_once`):
    rather than waited for (`FOR UPDATE SKIP LOCKED`). A lock wait that times out ends
    the task with BUSY; the next round tries again. Order matters only where rows
    reference others: referencing rows go first.
+   In a dry run each task counts its table as it is, changing nothing: rows that
+   only become free once an earlier task deleted what refers to them are not counted.
 3. Record each task's result in `prune_state` (not in a dry run) and count it in the
    metrics (`retention.metrics`). A task that raises is recorded FAILED and the round
    goes on with the next; a target that cannot be reached ends the round.
