@@ -69,7 +69,7 @@ def show_prune_state(console: Any, rows: list[dict[str, Any]]) -> None:
     """The `retention` table of `cdc-recon status`."""
     from rich.table import Table
 
-    table = Table(title="retention (last pruning round per task)")
+    table = Table(title="retention (last pruning round per task, UTC)")
     columns = ("task", "status", "last round", "rows", "last pruned", "pruned then", "total")
     for column in columns:
         table.add_column(column, justify="right" if column in ("rows", "total") else "left")
@@ -77,9 +77,9 @@ def show_prune_state(console: Any, rows: list[dict[str, Any]]) -> None:
         values = (
             row["task"],
             row["status"],
-            row["last_run_at"],
+            _moment(row["last_run_at"]),
             row["rows"],
-            row["last_pruned_at"],
+            _moment(row["last_pruned_at"]),
             row["last_pruned_rows"],
             row["total_rows"],
         )
@@ -87,3 +87,8 @@ def show_prune_state(console: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         table.add_row("-", "never ran", "-", "-", "-", "-", "-")
     console.print(table)
+
+
+def _moment(iso: str | None) -> str | None:
+    """`2026-12-04T19:06:31.435580+00:00` as `2026-12-04 19:06:31` (times are UTC)."""
+    return iso[:19].replace("T", " ") if iso else None

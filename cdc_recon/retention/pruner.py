@@ -29,7 +29,8 @@ rows that no promise reads any more (see `queries` for what each table keeps).
 
 A new task joins in one line in `default_tasks`: any object with `name` and
 `run(connect, now, dry_run) -> PruneResult` (the `PruneTask` protocol in
-`retention.tasks`), e.g. the ledger's partition maintenance.
+`retention.tasks`), or a function of that signature wrapped in `FunctionTask`, e.g. the
+ledger's partition maintenance.
 
     >>> pruned = prune_once(load_settings("cdc-recon.yml"), dry_run=True)  # doctest: +SKIP
     >>> {r.task: r.rows for r in pruned.results}                         # doctest: +SKIP

@@ -174,6 +174,18 @@ class DeleteOld:
                 return deleted, max(old - removed, 0)
 
 
+@dataclass(frozen=True)
+class FunctionTask:
+    """A plain function as a task: `FunctionTask("ledger_partitions", maintain)` where
+    `maintain(connect, now, dry_run) -> PruneResult`."""
+
+    name: str
+    function: Callable[[Connect, dt.datetime, bool], PruneResult]
+
+    def run(self, connect: Connect, now: dt.datetime, dry_run: bool) -> PruneResult:
+        return self.function(connect, now, dry_run)
+
+
 ReadTopics = Callable[[], TopicConfigs]
 
 
@@ -235,7 +247,9 @@ TABLE_RULES: tuple[tuple[queries.Rule, str], ...] = (
 
 
 def default_tasks(settings: Settings, *, read_topics: ReadTopics | None = None) -> list[PruneTask]:
-    """Every pruning task of a round, in order. A new task joins here, in one line."""
+    """Every pruning task of a round, in order. A new task joins here, in one line: an
+    object of the `PruneTask` protocol, or a function wrapped as
+    `FunctionTask("ledger_partitions", functools.partial(maintain, settings))`."""
     config = settings.retention
 
     def delete(rule: queries.Rule, keep: float | None) -> DeleteOld:

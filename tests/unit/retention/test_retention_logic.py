@@ -19,8 +19,10 @@ from cdc_recon.retention.pruner import PruneRound, PrunerThread, _run_task
 from cdc_recon.retention.tasks import (
     TABLE_RULES,
     DeleteOld,
+    FunctionTask,
     KeyStateMarkers,
     PruneResult,
+    PruneTask,
     default_tasks,
 )
 
@@ -225,3 +227,12 @@ def test_the_thread_waits_before_its_first_round_and_stops_meanwhile() -> None:
     thread.start()
     thread.stop(timeout=5)
     assert not thread.is_alive() and not ran.is_set()
+
+
+def test_a_plain_function_joins_the_round_as_a_task() -> None:
+    def maintain(connect: Any, now: dt.datetime, dry_run: bool) -> PruneResult:
+        return PruneResult("ledger_partitions", OK, rows=1 if not dry_run else 0, cutoff=now)
+
+    task: PruneTask = FunctionTask("ledger_partitions", maintain)
+    assert task.name == "ledger_partitions"
+    assert task.run(no_connection, NOW, False) == PruneResult("ledger_partitions", OK, 1, NOW)
