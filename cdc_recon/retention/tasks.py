@@ -137,41 +137,51 @@ class DeleteOld:
             return int(cur.fetchone()[0])
 
     def _delete(self, conn: Any, cutoff: dt.datetime) -> PruneResult:
-        deleted = held = 0
+        tally = _Tally()
         try:
             with short_transaction(conn, self.lock_timeout, table=self.rule.table) as cur:
                 cur.execute(queries.table_blocks(), {"table": self._qualified()})
                 blocks = int(cur.fetchone()[0])
             for lo in range(0, max(blocks, 1), queries.CHUNK_BLOCKS):
-                last = lo + queries.CHUNK_BLOCKS >= blocks
-                removed, skipped = self._delete_range(conn, cutoff, lo, last)
-                deleted, held = deleted + removed, held + skipped
+                self._delete_range(conn, cutoff, lo, lo + queries.CHUNK_BLOCKS >= blocks, tally)
         except PruneBusy as exc:
-            return PruneResult(self.name, BUSY, deleted, cutoff, f"gave up the round: {exc}")
-        if held:
-            detail = f"{held} rows held by other transactions: left for the next round"
-            return PruneResult(self.name, BUSY, deleted, cutoff, detail)
-        return PruneResult(self.name, OK, deleted, cutoff)
+            detail = f"gave up the round: {exc}"
+            return PruneResult(self.name, BUSY, tally.deleted, cutoff, detail)
+        if tally.held:
+            detail = f"{tally.held} rows held by other transactions: left for the next round"
+            return PruneResult(self.name, BUSY, tally.deleted, cutoff, detail)
+        return PruneResult(self.name, OK, tally.deleted, cutoff)
 
-    def _delete_range(self, conn: Any, cutoff: dt.datetime, lo: int, last: bool) -> tuple[int, int]:
-        """(deleted, old rows left because another transaction holds them) of one range,
-        in transactions of at most `batch_size` rows."""
+    def _delete_range(
+        self, conn: Any, cutoff: dt.datetime, lo: int, last: bool, tally: _Tally
+    ) -> None:
+        """Delete one range's old rows in transactions of at most `batch_size` rows;
+        `tally` counts what each committed transaction deleted, and the old rows left
+        because another transaction holds them."""
         params = {
             "cutoff": cutoff,
             "lo": f"({lo},0)",
             "hi": f"({lo + queries.CHUNK_BLOCKS},0)",
             "limit": self.batch_size,
         }
-        deleted = 0
         while True:
             with short_transaction(conn, self.lock_timeout, table=self.rule.table) as cur:
                 cur.execute(queries.count_old(self.rule, self.schema, last=last), params)
                 old = int(cur.fetchone()[0])
                 cur.execute(queries.delete_old(self.rule, self.schema, last=last), params)
                 removed = max(cur.rowcount, 0)
-            deleted += removed
+            tally.deleted += removed
             if removed < self.batch_size:
-                return deleted, max(old - removed, 0)
+                tally.held += max(old - removed, 0)
+                return
+
+
+@dataclass
+class _Tally:
+    """What one table's round committed so far (kept when a later transaction is busy)."""
+
+    deleted: int = 0
+    held: int = 0
 
 
 @dataclass(frozen=True)
