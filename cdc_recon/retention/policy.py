@@ -75,7 +75,7 @@ def delete_retention(
         return Horizon(None, "the topics' retention is unknown (Kafka did not answer)")
     known = {topic: config for topic, config in topics.items() if config is not None}
     if not known:
-        return Horizon(None, "none of the topics read exists: their retention is unknown")
+        return Horizon(None, "no topic read exists (or none is configured): retention unknown")
     horizons = {topic: topic_horizon(config) for topic, config in known.items()}
     forever = sorted(topic for topic, seconds in horizons.items() if seconds is None)
     if forever:
