@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from cdc_recon.apply.applier import Applier
 from cdc_recon.batch import Decoded, Message
@@ -28,6 +29,7 @@ from cdc_recon.retention.policy import BUSY, OFF, OK
 from cdc_recon.retention.pruner import SKIPPED, PruneRound, prune_once
 from cdc_recon.retention.status import read_prune_state
 from cdc_recon.retention.tasks import PruneResult, default_tasks
+from cdc_recon.run import run_service
 from tests.conftest import Database, Services
 
 pytestmark = pytest.mark.integration
@@ -477,3 +479,26 @@ def test_the_pruner_gives_up_within_a_second_behind_a_table_lock(
     state = {row["task"]: row for row in read_prune_state(target.engine, target.schema)}
     assert state["key_state"]["status"] == BUSY
     assert by_task(prune_once(settings))["key_state"].rows == 3
+
+
+def test_cdc_recon_run_prunes_beside_the_loop(
+    services: Services, target: Database, topic_factory: Callable[..., str]
+) -> None:
+    old_and_recent_rows(target)
+    topic = topic_factory("retention")
+    settings = settings_for(
+        services,
+        target,
+        topic,
+        retention={"interval": 0.2},  # the first round follows after one interval
+        key_state={"delete_retention": "never"},
+    )
+    counted = REGISTRY.get_sample_value("cdc_recon_pruned_rows_total", {"task": "sweep_runs"})
+
+    run_service(settings, until_idle=3)
+
+    assert kept(target)["sweep_runs"] == ["recent"]
+    state = {row["task"]: row for row in read_prune_state(target.engine, target.schema)}
+    assert state["sweep_runs"]["total_rows"] == 1
+    after = REGISTRY.get_sample_value("cdc_recon_pruned_rows_total", {"task": "sweep_runs"})
+    assert (after or 0) - (counted or 0) == 1
