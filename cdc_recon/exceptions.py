@@ -15,6 +15,8 @@
     ├── SweepError                  a sweep could not read or record a window (names it)
     ├── SourceBusy                  source rows stayed locked too long to re-read (names the table)
     ├── JobsBusy                    too many replay jobs run already (the HTTP API answers 409)
+    ├── RetentionError              pruning a control table failed (names the table)
+    │   └── PruneBusy               a lock stayed held past `retention.lock_timeout`: retry later
     ├── WorkloadError               the source refused a workload statement (`cdc-recon workload`)
     └── StackError                  the local stack could not be started
 
@@ -152,6 +154,21 @@ class SourceBusy(CdcReconError):
     def __init__(self, message: str, *, table: str | None = None) -> None:
         super().__init__(message)
         self.table = table
+
+
+class RetentionError(CdcReconError):
+    """Pruning a control table failed; `table` names it when known."""
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class PruneBusy(RetentionError):
+    """A delete waited `retention.lock_timeout` for a lock another transaction holds: the
+    pruner gives up the round rather than keep the applier waiting behind it."""
+
+    exit_code = 3
 
 
 class JobsBusy(CdcReconError):

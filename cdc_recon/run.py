@@ -8,6 +8,8 @@ then starts, each on its own thread with its own connections:
 - the window sweeper (`cdc_recon.sweep.sweeper.SweeperThread`) when `sweeper.enabled`;
 - the scheduled reconciliation jobs (`cdc_recon.reconcile.scheduler`) when
   `reconcile.schedule.enabled`;
+- the pruner of the control tables (`cdc_recon.retention.pruner.PrunerThread`) when
+  `retention.enabled`;
 - the monitoring HTTP server (`cdc_recon.monitor.server`) when `monitoring.enabled`.
 
 SIGTERM/SIGINT ask the loop to finish its batch; when it returns the others are stopped
@@ -40,6 +42,8 @@ from cdc_recon.kafka.producer import DeadLetterProducer, size_dead_letter_topic
 from cdc_recon.monitor.server import serve_monitoring
 from cdc_recon.pg.engine import check_connection, create_engine
 from cdc_recon.reconcile.scheduler import ReconcileScheduler
+from cdc_recon.retention.metrics import observed_prunes
+from cdc_recon.retention.pruner import PrunerThread, prune_once
 from cdc_recon.sweep.metrics import observed_sweeps
 from cdc_recon.sweep.sweeper import SweeperThread, sweep_once
 
@@ -70,6 +74,17 @@ def _start_sweeper(settings: Settings) -> SweeperThread | None:
     sweeper = SweeperThread(settings, sweep=observed_sweeps(sweep_once))
     sweeper.start()
     return sweeper
+
+
+def _start_pruner(settings: Settings) -> PrunerThread | None:
+    """The control tables' pruner beside the loop when `retention.enabled` (one instance
+    prunes at a time, under a lock): its own thread and connections; its errors are
+    logged, never raised here."""
+    if not settings.retention.enabled:
+        return None
+    pruner = PrunerThread(settings, prune=observed_prunes(prune_once))
+    pruner.start()
+    return pruner
 
 
 def _start_reconcile_jobs(settings: Settings) -> ReconcileScheduler | None:
@@ -109,12 +124,13 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
             service = Service(settings, applier, consumer, producer, avro=avro, monitor=monitor)
             sweeper = _start_sweeper(settings)
             jobs = _start_reconcile_jobs(settings)
+            pruner = _start_pruner(settings)
             try:
                 with _stop_on_signals(service), serve_monitoring(settings, monitor):
                     service.send_pending_dead_letters()
                     return service.run(until_idle)
             finally:
-                for thread in (sweeper, jobs):
+                for thread in (sweeper, jobs, pruner):
                     if thread is not None:
                         thread.stop()
         finally:

@@ -11,6 +11,7 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml sweep --once [--from -2h --to -5m] [--json]
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
     $ cdc-recon -c cdc-recon.yml failures list|show ID|retry [ID...]|resolve ID... --note T
+    $ cdc-recon -c cdc-recon.yml prune --once [--dry-run] [--json]
     $ cdc-recon workload run --schema shop --rate 200 --duration 60   # a source workload
     $ cdc-recon --version
 """
@@ -31,6 +32,7 @@ from cdc_recon.cli.failures import failures_app
 from cdc_recon.cli.reconcile import reconcile, review_app
 from cdc_recon.cli.replay import replay
 from cdc_recon.cli.report import report
+from cdc_recon.cli.retention import prune, show_prune_state
 from cdc_recon.cli.sweep import source_app, sweep
 from cdc_recon.cli.workload import workload_app
 from cdc_recon.config import Settings, load_settings
@@ -155,7 +157,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Per partition: stored offset, end offset and lag; the ledger, failures by reason
-    and their dead letters by state (pending, sent, too_large, refused)."""
+    and their dead letters by state (pending, sent, too_large, refused); per control
+    table, what the pruner removed last and when."""
     data = _collect_status(ctx.obj.settings())
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -170,12 +173,14 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
     from cdc_recon.kafka.admin import describe_cluster
     from cdc_recon.kafka.consumer import GroupConsumer
     from cdc_recon.pg.engine import check_connection, create_engine
+    from cdc_recon.retention.status import read_prune_state
 
     engine = create_engine(settings.target_url, name="target")
     try:
         check_connection(engine, name="target")
         require_control_tables(engine, settings.control_schema)
         target = read_target_status(engine, settings.control_schema, settings.group_id)
+        retention = read_prune_state(engine, settings.control_schema)
     finally:
         engine.dispose()
     describe_cluster(settings.kafka_bootstrap)
@@ -209,6 +214,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         "ledger": dict(sorted(target.ledger.items())),
         "failures": failures,
         "dead_letters": dict(sorted(target.dead_letters.items())),
+        "retention": retention,
     }
 
 
@@ -246,11 +252,13 @@ def _print_status(data: dict[str, Any]) -> None:
     for state, count in data["dead_letters"].items():
         dead_letters.add_row(state, str(count))
     console.print(dead_letters)
+    show_prune_state(console, data["retention"])
 
 
 app.add_typer(source_app, name="source")
 app.command()(sweep)
 app.command()(replay)
+app.command()(prune)
 app.command()(report)
 app.command()(reconcile)
 app.add_typer(review_app, name="review")

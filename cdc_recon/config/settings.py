@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from cdc_recon.config.reconcile_settings import ReconcileSettings
+from cdc_recon.config.retention_settings import KeyStateSettings, RetentionSettings
 from cdc_recon.exceptions import ConfigError
 
 _config_file: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -198,6 +199,8 @@ class Settings(BaseSettings):
     sweeper: SweeperSettings = SweeperSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    retention: RetentionSettings = RetentionSettings()
+    key_state: KeyStateSettings = KeyStateSettings()
 
     @classmethod
     @classmethod

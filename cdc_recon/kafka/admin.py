@@ -104,6 +104,39 @@ def max_message_bytes(
     return limits
 
 
+def topic_configs(
+    bootstrap: str,
+    topics: Sequence[str],
+    names: Sequence[str],
+    extra: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> dict[str, dict[str, str] | None]:
+    """The effective values of the configs `names` of each topic (its own or the
+    broker's default); None for a topic that does not exist. `KafkaUnavailable` on any
+    other error. The retention reads `retention.ms` this way.
+
+    >>> topic_configs("127.0.0.1:9092", ["orders"], ["retention.ms"])  # doctest: +SKIP
+    {'orders': {'retention.ms': '604800000'}}
+    """
+    admin = AdminClient(client_config(bootstrap, extra))
+    found: dict[str, dict[str, str] | None] = {}
+    for topic in topics:
+        resource = ConfigResource("topic", topic)
+        try:
+            entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                found[topic] = None
+                continue
+            raise KafkaUnavailable(f"cannot read the config of topic {topic}: {error}") from exc
+        found[topic] = {
+            name: str(entries[name].value) for name in names if entries.get(name) is not None
+        }
+    return found
+
+
 def broker_max_message_bytes(
     bootstrap: str, extra: dict[str, str] | None = None, *, timeout: float = 10.0
 ) -> int:

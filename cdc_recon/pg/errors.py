@@ -9,6 +9,8 @@ for it. The mapping, once:
       driver's, unwrapped by `raw_connection()`)     `guard` (SQLAlchemy reads)
     a lost connection (OperationalError,           DatabaseUnavailable ("<name> database:
       InterfaceError) inside `translate()`           ...")
+    a lock wait past lock_timeout (55P03)          the caller's `busy` class when given
+      inside `translate()`                           (PruneBusy: the retention gives up)
     any other driver error inside `translate()`    the caller's `refused` class (SweepError
                                                      by default: the sweeper's COPY)
 
@@ -80,15 +82,19 @@ def translate(
     name: str,
     *,
     refused: Callable[[str], CdcReconError] = SweepError,
+    busy: Callable[[str], CdcReconError] | None = None,
 ) -> Iterator[None]:
-    """Driver errors of the block as ours: a lost server is `DatabaseUnavailable`, any
-    other refusal `refused`; both name the `name` database."""
+    """Driver errors of the block as ours: a lost server is `DatabaseUnavailable`, a
+    lock wait past `lock_timeout` `busy` (when given), any other refusal `refused`; all
+    name the `name` database."""
     try:
         yield
     except DriverError as exc:
         message = f"{name} database: {first_line(exc)}"
         if is_lost(exc):
             raise DatabaseUnavailable(message, service=name) from exc
+        if busy is not None and getattr(exc, "pgcode", None) == LOCK_NOT_AVAILABLE:
+            raise busy(message) from exc
         raise refused(message) from exc
 
 

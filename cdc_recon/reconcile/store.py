@@ -59,6 +59,11 @@ def reconcile_ddl(schema: str) -> list[str]:
             table_name text NOT NULL, key jsonb NOT NULL, correction text NOT NULL,
             status text NOT NULL, before jsonb, after jsonb, note text,
             created_at timestamptz NOT NULL DEFAULT now())""",
+        # The retention deletes findings and runs: these make its foreign-key checks
+        # (and its "still referenced?" conditions) index lookups, not scans.
+        f"CREATE INDEX IF NOT EXISTS recon_corrections_finding "
+        f"ON {s}.recon_corrections (finding_id)",
+        f"CREATE INDEX IF NOT EXISTS recon_results_run ON {s}.recon_results (run_id)",
         f"""CREATE TABLE IF NOT EXISTS {s}.review_queue (
             id bigserial PRIMARY KEY, finding_id bigint REFERENCES {s}.recon_findings,
             table_name text NOT NULL, key jsonb NOT NULL, type text NOT NULL,

@@ -33,6 +33,7 @@ LEVELS = {
     "sweep": 8,
     "reconcile": 8,
     "monitor": 9,
+    "retention": 9,  # reads the control tables of apply, sweep and reconcile
     "run": 10,
     "control_schema": 10,
     "cli": 11,
