@@ -8,7 +8,8 @@ then starts, each on its own thread with its own connections:
 - the window sweeper (`cdc_recon.sweep.sweeper.SweeperThread`) when `sweeper.enabled`;
 - the scheduled reconciliation jobs (`cdc_recon.reconcile.scheduler`) when
   `reconcile.schedule.enabled`;
-- the monitoring HTTP server (`cdc_recon.monitor.server`) when `monitoring.enabled`.
+- the monitoring HTTP server (`cdc_recon.monitor.server`) when `monitoring.enabled`;
+- the ledger's partition maintenance (`LedgerMaintainer`, below), every `ledger.interval`.
 
 SIGTERM/SIGINT ask the loop to finish its batch; when it returns the others are stopped
 and the connections closed. Errors of the threads beside the loop are logged, never
@@ -20,13 +21,18 @@ raised here.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
+
 from cdc_recon.apply.applier import Applier
 from cdc_recon.apply.dead_letters import DeadLetterJournal
+from cdc_recon.apply.ledger import maintain_ledger
 from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.apply.progress import ServiceStats
 from cdc_recon.apply.service import Service
@@ -72,6 +78,40 @@ def _start_sweeper(settings: Settings) -> SweeperThread | None:
     return sweeper
 
 
+class LedgerMaintainer(threading.Thread):
+    """Runs `maintain_ledger` at start and every `ledger.interval`: partitions created
+    ahead, expired swept ones dropped. Errors are logged and retried, never raised here.
+
+    A small thread of its own for now: the general pruning of the control tables is to
+    get its own package (`cdc_recon.retention`); this loop is meant to move there as
+    one of its jobs, with `maintain_ledger` unchanged.
+    """
+
+    def __init__(self, settings: Settings, engine: sa.Engine) -> None:
+        super().__init__(name="cdcr-ledger", daemon=True)
+        self.settings = settings
+        self.engine = engine
+        self._stopping = threading.Event()
+        self.runs = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                done = maintain_ledger(self.engine, self.settings, dt.datetime.now(dt.UTC))
+                self.runs += 1
+                if done.created or done.dropped or done.waiting:
+                    LOG.info("ledger maintenance: %s", done.summary())
+            except Exception as exc:  # maintenance must never take the service down
+                LOG.warning("ledger maintenance failed, retrying later: %s", exc, exc_info=True)
+            if self._stopping.wait(self.settings.ledger.interval):
+                return
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
 def _start_reconcile_jobs(settings: Settings) -> ReconcileScheduler | None:
     """Scheduled reconciliation (`reconcile.schedule.enabled`) beside the loop: its own
     thread and connections; its errors are logged, never raised here."""
@@ -109,12 +149,14 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
             service = Service(settings, applier, consumer, producer, avro=avro, monitor=monitor)
             sweeper = _start_sweeper(settings)
             jobs = _start_reconcile_jobs(settings)
+            ledger = LedgerMaintainer(settings, engine)
+            ledger.start()
             try:
                 with _stop_on_signals(service), serve_monitoring(settings, monitor):
                     service.send_pending_dead_letters()
                     return service.run(until_idle)
             finally:
-                for thread in (sweeper, jobs):
+                for thread in (sweeper, jobs, ledger):
                     if thread is not None:
                         thread.stop()
         finally:
