@@ -103,7 +103,10 @@ def list_partitions_sql() -> str:
 
 def list_partitions(cur: Any, schema: str) -> list[Partition]:
     cur.execute(list_partitions_sql(), {"ledger": _ledger(schema)})
-    return [Partition(n, s, e, int(r), bool(p)) for n, s, e, r, p in cur.fetchall()]
+    return [
+        Partition(n, s.astimezone(dt.UTC), e.astimezone(dt.UTC), int(r), bool(p))
+        for n, s, e, r, p in cur.fetchall()
+    ]
 
 
 def partition_ddl(schema: str, start: dt.datetime, end: dt.datetime) -> list[str]:
