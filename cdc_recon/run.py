@@ -10,7 +10,8 @@ then starts, each on its own thread with its own connections:
   `reconcile.schedule.enabled`;
 - the pruner of the control tables (`cdc_recon.retention.pruner.PrunerThread`) when
   `retention.enabled`;
-- the monitoring HTTP server (`cdc_recon.monitor.server`) when `monitoring.enabled`.
+- the monitoring HTTP server (`cdc_recon.monitor.server`) when `monitoring.enabled`;
+- the ledger's partition maintenance (`LedgerMaintainer`, below), every `ledger.interval`.
 
 SIGTERM/SIGINT ask the loop to finish its batch; when it returns the others are stopped
 and the connections closed. Errors of the threads beside the loop are logged, never
@@ -22,13 +23,18 @@ raised here.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
+
 from cdc_recon.apply.applier import Applier
 from cdc_recon.apply.dead_letters import DeadLetterJournal
+from cdc_recon.apply.ledger import maintain_ledger
 from cdc_recon.apply.metrics import ServiceMonitor
 from cdc_recon.apply.progress import ServiceStats
 from cdc_recon.apply.service import Service
@@ -87,6 +93,40 @@ def _start_pruner(settings: Settings) -> PrunerThread | None:
     return pruner
 
 
+class LedgerMaintainer(threading.Thread):
+    """Runs `maintain_ledger` at start and every `ledger.interval`: partitions created
+    ahead, expired swept ones dropped. Errors are logged and retried, never raised here.
+
+    A thread of its own beside the pruner (`cdc_recon.retention`): partitions must be
+    made ahead from the start and at their own interval, not the pruner's hourly round;
+    `maintain_ledger` could join the pruner as a `FunctionTask` for the drops.
+    """
+
+    def __init__(self, settings: Settings, engine: sa.Engine) -> None:
+        super().__init__(name="cdcr-ledger", daemon=True)
+        self.settings = settings
+        self.engine = engine
+        self._stopping = threading.Event()
+        self.runs = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                done = maintain_ledger(self.engine, self.settings, dt.datetime.now(dt.UTC))
+                self.runs += 1
+                if done.created or done.dropped or done.waiting:
+                    LOG.info("ledger maintenance: %s", done.summary())
+            except Exception as exc:  # maintenance must never take the service down
+                LOG.warning("ledger maintenance failed, retrying later: %s", exc, exc_info=True)
+            if self._stopping.wait(self.settings.ledger.interval):
+                return
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
 def _start_reconcile_jobs(settings: Settings) -> ReconcileScheduler | None:
     """Scheduled reconciliation (`reconcile.schedule.enabled`) beside the loop: its own
     thread and connections; its errors are logged, never raised here."""
@@ -125,12 +165,14 @@ def run_service(settings: Settings, *, until_idle: float | None = None) -> Servi
             sweeper = _start_sweeper(settings)
             jobs = _start_reconcile_jobs(settings)
             pruner = _start_pruner(settings)
+            ledger = LedgerMaintainer(settings, engine)
+            ledger.start()
             try:
                 with _stop_on_signals(service), serve_monitoring(settings, monitor):
                     service.send_pending_dead_letters()
                     return service.run(until_idle)
             finally:
-                for thread in (sweeper, jobs, pruner):
+                for thread in (sweeper, jobs, pruner, ledger):
                     if thread is not None:
                         thread.stop()
         finally:

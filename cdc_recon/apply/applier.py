@@ -23,7 +23,9 @@ target applies batch N (`cdc_recon.apply.pipeline`):
    deletes; then mark those lines superseded (none, while the stream moves forward);
 5. store every failure with its raw bytes, and each partition's next offset; commit.
 
-A change id already in the ledger (a redelivery, a replay) fails the COPY of step 3:
+A change whose source time has no ledger partition fails the batch, which is rolled
+back and written again once the partitions it needs exist (`apply.ledger`). A change
+id already in the ledger (a redelivery, a replay) fails the COPY of step 3:
 the batch is then written the careful way, with the ledger lines staged and moved in
 by one statement that classifies them and skips the ones already there (the
 duplicates). COPYing into the ledger costs PostgreSQL ~3 µs less per change.
@@ -59,6 +61,8 @@ from cdc_recon.apply.encode import (
     encode_winners,
     superseded_lines,
 )
+from cdc_recon.apply.ledger import ensure_partitions
+from cdc_recon.apply.ledger_plan import CHANGE_ID_INDEX, Granularity, buckets_of
 from cdc_recon.apply.mapping import MappedChange, TableMapper, collapse
 from cdc_recon.apply.reflect import reflect_target
 from cdc_recon.apply.schema_changes import ColumnChanges
@@ -249,7 +253,30 @@ class Applier:
         next_offsets: Mapping[TopicPartitionKey, int],
         group_id: str,
     ) -> ApplyResult:
-        """Steps 3-5 in one transaction; raises `TransientDatabaseError` to be retried."""
+        """Steps 3-5 in one transaction; raises `TransientDatabaseError` to be retried.
+
+        A change whose source time has no ledger partition fails the transaction: it is
+        rolled back, the batch's missing partitions are created (`apply.ledger`, their
+        own short transactions) and the batch is written again, once.
+        """
+        try:
+            return self._write_once(batch, next_offsets, group_id)
+        except _NoPartition:
+            self._create_partitions(batch.changes)
+        try:
+            return self._write_once(batch, next_offsets, group_id)
+        except _NoPartition as again:
+            raise TransientDatabaseError(
+                f"target database: no ledger partition for a change of this batch, though "
+                f"one was just made (a drop of that partition not finished?): {again}"
+            ) from again.__cause__
+
+    def _write_once(
+        self,
+        batch: PreparedBatch,
+        next_offsets: Mapping[TopicPartitionKey, int],
+        group_id: str,
+    ) -> ApplyResult:
         result = ApplyResult(next_offsets=dict(next_offsets), skipped=batch.skipped)
         failures = list(batch.failures)
         conn = self._connection()
@@ -263,11 +290,29 @@ class Applier:
                 self._store_offsets(cur, group_id, next_offsets)
             conn.commit()
         except DriverError as exc:
+            if self._missing_partition(exc):
+                conn.rollback()
+                raise _NoPartition(first_line(exc)) from exc
             self._fail(exc)
         finally:
             self._writing = False
         result.failures = failures
         return result
+
+    def _missing_partition(self, exc: DriverError) -> bool:
+        return pg_errors.is_missing_partition(exc, self.schema, "ledger")
+
+    def _create_partitions(self, changes: Sequence[MappedChange]) -> None:
+        """The ledger partitions of the batch's source times (those there are kept)."""
+        config = self.settings.ledger
+        millis = {c.decoded.event.source_ts_ms for c in changes if c.decoded.event is not None}
+        wanted = buckets_of(millis, Granularity.of(config.partition))
+        try:
+            ensure_partitions(
+                self._connection(), self.schema, wanted, lock_timeout=config.lock_timeout
+            )
+        except DriverError as exc:
+            self._fail(exc)
 
     def _encode(self, changes: list[MappedChange]) -> Encoded:
         by_table: dict[str, list[MappedChange]] = {}
@@ -308,7 +353,7 @@ class Applier:
                 written = ApplyResult()
                 self._write_careful(cur, changes, encoded, written)
         except DriverError as exc:
-            if pg_errors.is_unavailable(exc):
+            if pg_errors.is_unavailable(exc) or self._missing_partition(exc):
                 raise
             self._restart(cur)
             return self._write_row_by_row(cur, changes, encoded, result, first_line(exc))
@@ -337,7 +382,7 @@ class Applier:
         try:
             rejected = isolate.write_rows(cur, changes, encoded, written)
         except DriverError as exc:
-            if pg_errors.is_unavailable(exc):
+            if pg_errors.is_unavailable(exc) or self._missing_partition(exc):
                 raise
             self._restart(cur)
             detail = (
@@ -367,6 +412,7 @@ class Applier:
         cur.copy_expert(st.copy_ledger(self.schema), io.StringIO(ledger.text), size=COPY_CHUNK)
         counts = dict(ledger.counts)
         corrected: list[str] = []
+        millis: list[int] = []
         for stage in encoded.tables:
             table = stage.table
             cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
@@ -378,13 +424,14 @@ class Applier:
             if doubtful:
                 for change in superseded_lines(changes, table.shape.table, doubtful):
                     corrected.append(change.change_id)
+                    millis.append(change.decoded.event.source_ts_ms if change.decoded.event else 0)
                     applied = (change.target, change.op.value, "applied")
                     superseded = (change.target, change.op.value, "superseded")
                     counts[applied] -= 1
                     counts[superseded] = counts.get(superseded, 0) + 1
             self._write_rows(cur, stage)
         if corrected:
-            cur.execute(st.supersede(self.schema), {"ids": corrected})
+            cur.execute(st.supersede(self.schema), {"ids": corrected, "millis": millis})
         for (target, op, outcome), count in counts.items():
             if not count:
                 continue
@@ -479,9 +526,14 @@ class Applier:
         raise ApplyError(f"target database refused the batch: {first_line(exc)}") from exc
 
 
+class _NoPartition(Exception):
+    """A ledger row whose source time no partition holds: the batch is rolled back."""
+
+
 def _known_change(exc: DriverError) -> bool:
-    """Whether the target refused a ledger row because its change id is there already."""
-    return pg_errors.is_duplicate(exc, "ledger_change_id")
+    """Whether the target refused a ledger row because its change id is there already
+    (with its source time: the partition's index refuses it, `apply.ledger`)."""
+    return pg_errors.is_duplicate(exc, CHANGE_ID_INDEX, partitioned=True)
 
 
 def _rejected(change: MappedChange, detail: str) -> Failure:

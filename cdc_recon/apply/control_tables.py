@@ -1,7 +1,8 @@
 """The control tables cdc_recon keeps in the target database, created by `cdc-recon init`.
 
     ledger      one row per applied change (unique change id), with its source position,
-                Kafka coordinates and outcome (applied | superseded)
+                Kafka coordinates and outcome (applied | superseded); partitioned by
+                source time (`cdc_recon.apply.ledger`)
     key_state   per target key: the newest source position applied, whether the key
                 is deleted (so that an older update can never bring a row back, P3),
                 and whether its row still lacks unchanged-TOAST columns
@@ -21,6 +22,7 @@ Every statement is idempotent: `init` may run any number of times.
 
 from __future__ import annotations
 
+from cdc_recon.apply.ledger_plan import CHANGE_ID_INDEX
 from cdc_recon.pg.sql import change_id_order, quote_ident
 
 CONTROL_TABLES = ("ledger", "key_state", "offsets", "failures")
@@ -41,11 +43,7 @@ UPGRADES = (
 )
 
 
-def control_ddl(schema: str) -> list[str]:
-    s = quote_ident(schema)
-    return [
-        f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE IF NOT EXISTS {s}.ledger (
+LEDGER_COLUMNS_DDL = """
             change_id text NOT NULL,
             source_table text NOT NULL,
             target_table text NOT NULL,
@@ -59,19 +57,38 @@ def control_ddl(schema: str) -> list[str]:
             kafka_partition int,
             kafka_offset bigint,
             outcome text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())""",
-        # source_ts is written by the applier with each row, from source_ts_ms (COPY
-        # text, or its INSERT on the careful way). As a generated column it cost ~1 µs,
-        # 15 % of every ledger insert (a separate pass over each new row). Existing
-        # ledgers keep their values.
-        f"ALTER TABLE {s}.ledger ALTER COLUMN source_ts DROP EXPRESSION IF EXISTS",
-        # BRIN: the ledger grows in roughly source-time order and the sweeper reads windows.
+            applied_at timestamptz NOT NULL DEFAULT now()"""
+
+
+def ledger_ddl(schema: str) -> list[str]:
+    """The ledger, partitioned by source time; its partitions are made by
+    `cdc_recon.apply.ledger` (ahead, and on demand), an unpartitioned ledger of an
+    earlier version is converted by `cdc_recon.apply.ledger_convert` before this runs.
+
+    source_ts is written by the applier with each row, from source_ts_ms (COPY text, or
+    its INSERT on the careful way); as a generated column it cost ~15 % of every ledger
+    insert. It is the partition key: every delivery of a change carries the same one.
+    """
+    s = quote_ident(schema)
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"CREATE TABLE IF NOT EXISTS {s}.ledger ({LEDGER_COLUMNS_DDL}) "
+        "PARTITION BY RANGE (source_ts)",
+        # BRIN: each partition grows in roughly source-time order and the sweeper reads
+        # windows. Each partition has its own, named after it.
         f"CREATE INDEX IF NOT EXISTS ledger_source_ts ON {s}.ledger USING brin (source_ts)",
-        # Unique change ids (P2), keyed by transaction first: see `change_id_order`.
-        f"CREATE UNIQUE INDEX IF NOT EXISTS ledger_change_id ON {s}.ledger "
-        f"({change_id_order('change_id')}, change_id)",
-        # Ledgers created before that index was: it replaces their primary key.
-        f"ALTER TABLE {s}.ledger DROP CONSTRAINT IF EXISTS ledger_pkey",
+        # Unique change ids (P2), keyed by transaction first (see `change_id_order`), and
+        # the partition key, as PostgreSQL requires of a partitioned table's unique
+        # index: see `cdc_recon.apply.ledger` for why this keeps ids unique.
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {CHANGE_ID_INDEX} ON {s}.ledger "
+        f"({change_id_order('change_id')}, change_id, source_ts)",
+    ]
+
+
+def control_ddl(schema: str) -> list[str]:
+    """The other control tables (run after `ledger_ddl`)."""
+    s = quote_ident(schema)
+    return [
         f"""CREATE TABLE IF NOT EXISTS {s}.key_state (
             target_table text NOT NULL,
             key_text text NOT NULL,

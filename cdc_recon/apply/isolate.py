@@ -178,7 +178,7 @@ BEGIN
   FOR t IN SELECT s.* FROM {quote_ident(text_stage(table))} s JOIN _cdcr_adv a
       ON a.key_text = s._key LOOP
     BEGIN
-      {' '.join(writes)}
+      {" ".join(writes)}
     EXCEPTION WHEN OTHERS THEN
       IF {plpgsql_unavailable_test()} THEN RAISE; END IF;
       rejected_key := t._key; rejected_state := SQLSTATE; rejected_message := SQLERRM;

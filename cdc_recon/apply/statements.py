@@ -149,8 +149,7 @@ class TableStatements:
         present = self.present(missing)
         quoted = ", ".join(quote_ident(c) for c in present)
         rows = (
-            f"SELECT {quoted} FROM {quote_ident(self.stage)} "
-            "WHERE _op <> 'd' AND _uset = %(uset)s"
+            f"SELECT {quoted} FROM {quote_ident(self.stage)} WHERE _op <> 'd' AND _uset = %(uset)s"
         )
         sql = self.row_upsert(present, rows)
         self._upserts[missing] = sql
@@ -189,7 +188,9 @@ def ledger_move(schema: str, advanced: str, where: str) -> str:
 
     A line is `applied` when its key advanced and it is newer than that old position
     and than every change of the key before it in the batch (`late`); `superseded`
-    otherwise. A change id already in the ledger is skipped: a duplicate.
+    otherwise. A change id already in the ledger is skipped: a duplicate (the index
+    holds the source time too, the partition key: every delivery of a change carries
+    the same, see `cdc_recon.apply.ledger`).
     """
     staged = ", ".join(f"l.{c.strip()}" for c in LEDGER_COLUMNS.split(","))
     return (
@@ -199,16 +200,19 @@ def ledger_move(schema: str, advanced: str, where: str) -> str:
         f"IS NULL OR l.position > adv.previous_position) THEN 'applied' ELSE 'superseded' END "
         f"FROM _cdcr_ledger l LEFT JOIN {advanced} adv ON adv.key_text = l.key_text "
         f"WHERE {where} "
-        f"ON CONFLICT ({change_id_order('change_id')}, change_id) DO NOTHING "
+        f"ON CONFLICT ({change_id_order('change_id')}, change_id, source_ts) DO NOTHING "
         f"RETURNING op, outcome) "
         f"SELECT op, outcome, count(*) FROM ins GROUP BY 1, 2"
     )
 
 
 def source_ts(millis: str) -> str:
-    """The ledger's `source_ts` from epoch milliseconds; exact to the millisecond (a
-    float8 holds 15 digits), and cheaper than numeric division."""
-    return f"to_timestamp({millis}::float8 / 1000)"
+    """The ledger's `source_ts` from epoch milliseconds, exactly the instant the COPY
+    text of `encode.source_ts_text` names: it is in the ledger's unique index, so a
+    change must get the same one on every path. Whole seconds and milliseconds apart:
+    `to_timestamp(ms / 1000.0)` goes through microseconds as a float8, which is exact
+    only up to year 2255 (2**53 µs)."""
+    return f"(to_timestamp({millis} / 1000) + mod({millis}, 1000) * interval '1 millisecond')"
 
 
 def copy_ledger(schema: str) -> str:
@@ -217,11 +221,14 @@ def copy_ledger(schema: str) -> str:
 
 
 def supersede(schema: str) -> str:
-    """Mark the ledger rows of these change ids superseded (found through the index)."""
+    """Mark the ledger rows of these changes superseded (found through the index):
+    `%(ids)s` and their `%(millis)s`, since two changes of one transaction to one key
+    share a change id and may carry different source times (two rows)."""
     return (
         f"UPDATE {quote_ident(schema)}.ledger SET outcome = 'superseded' "
-        f"WHERE ({change_id_order('change_id')}, change_id) IN "
-        f"(SELECT {change_id_order('c')}, c FROM unnest(%(ids)s::text[]) AS c)"
+        f"WHERE ({change_id_order('change_id')}, change_id, source_ts) IN "
+        f"(SELECT {change_id_order('c')}, c, {source_ts('m')} "
+        "FROM unnest(%(ids)s::text[], %(millis)s::bigint[]) AS x(c, m))"
     )
 
 

@@ -7,12 +7,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from cdc_recon.apply.control_tables import CONTROL_TABLES, UPGRADES
+from cdc_recon.apply.ledger import LedgerOverview, ledger_overview
+from cdc_recon.apply.ledger_convert import ledger_kind
 from cdc_recon.batch import TopicPartitionKey
+from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError
 from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
@@ -27,6 +31,7 @@ class TargetStatus:
     ledger: dict[str, int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (reason, status)
     dead_letters: dict[str, int] = field(default_factory=dict)  # failures by dead_letter
+    partitions: LedgerOverview = LedgerOverview()  # the ledger's, and the next drop
 
 
 def present_tables(engine: sa.Engine, schema: str) -> set[str]:
@@ -55,12 +60,19 @@ def outdated_control_tables(engine: sa.Engine, schema: str) -> list[str]:
         with engine.connect() as conn:
             return {(table, name) for table, name in conn.execute(sql, {"schema": schema})}
 
+    def kind() -> str | None:
+        with engine.connect() as conn:
+            return ledger_kind(conn, schema)
+
     present = _guard(read)
-    return [
+    outdated = [
         f"{schema}.{table} {kind} {name}"
         for table, name, kind in UPGRADES
         if (table, name) not in present
     ]
+    if _guard(kind) == "r":
+        outdated.append(f"{schema}.ledger partitions by source time")
+    return outdated
 
 
 def require_control_tables(engine: sa.Engine, schema: str) -> None:
@@ -81,8 +93,11 @@ def require_control_tables(engine: sa.Engine, schema: str) -> None:
         )
 
 
-def read_target_status(engine: sa.Engine, schema: str, group_id: str) -> TargetStatus:
-    """One read-only transaction over the control tables."""
+def read_target_status(
+    engine: sa.Engine, schema: str, group_id: str, settings: Settings | None = None
+) -> TargetStatus:
+    """One read-only transaction over the control tables; with `settings`, the ledger's
+    partitions and its next drop too."""
     s = quote_ident(schema)
     offsets_sql = sa.text(
         f"SELECT topic, kafka_partition, next_offset FROM {s}.offsets WHERE group_id = :group"
@@ -101,11 +116,14 @@ def read_target_status(engine: sa.Engine, schema: str, group_id: str) -> TargetS
             ledger = conn.execute(ledger_sql).all()
             failures = conn.execute(failures_sql).all()
             dead_letters = conn.execute(dead_letters_sql).all()
+            now = dt.datetime.now(dt.UTC)
+            partitions = ledger_overview(conn, settings, now) if settings else LedgerOverview()
         return TargetStatus(
             offsets={(topic, part): offset for topic, part, offset in offsets},
             ledger={outcome: count for outcome, count in ledger},
             failures={(reason, status): count for reason, status, count in failures},
             dead_letters={state: count for state, count in dead_letters},
+            partitions=partitions,
         )
 
     return _guard(read)

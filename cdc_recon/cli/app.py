@@ -121,11 +121,20 @@ def init(ctx: typer.Context) -> None:
     try:
         check_connection(engine, name="target")
         present = present_tables(engine, settings.control_schema)
-        tables = init_control_schema(engine, settings.control_schema)
+        converted: list[Any] = []
+        tables = init_control_schema(
+            engine, settings.control_schema, settings.ledger, converted=converted
+        )
     finally:
         engine.dispose()
     for table in tables:
         typer.echo(f"{'exists ' if table in present else 'created'} {table}")
+    for done in converted:
+        into = f"partition {done.partition}" if done.partition else "nothing (it was empty)"
+        typer.echo(
+            f"converted {settings.control_schema}.ledger to partitions by source time: "
+            f"{done.rows} rows kept as {into}, in {done.seconds:.1f} s"
+        )
 
 
 @app.command()
@@ -179,7 +188,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
     try:
         check_connection(engine, name="target")
         require_control_tables(engine, settings.control_schema)
-        target = read_target_status(engine, settings.control_schema, settings.group_id)
+        target = read_target_status(engine, settings.control_schema, settings.group_id, settings)
         retention = read_prune_state(engine, settings.control_schema)
     finally:
         engine.dispose()
@@ -212,6 +221,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         "partitions": partitions,
         "total_lag": sum(p["lag"] or 0 for p in partitions),
         "ledger": dict(sorted(target.ledger.items())),
+        "ledger_partitions": target.partitions.as_dict(),
         "failures": failures,
         "dead_letters": dict(sorted(target.dead_letters.items())),
         "retention": retention,
@@ -239,6 +249,7 @@ def _print_status(data: dict[str, Any]) -> None:
     for outcome, count in data["ledger"].items():
         ledger.add_row(outcome, str(count))
     console.print(ledger)
+    _print_partitions(console, data["ledger_partitions"])
     failures = Table(title="failures")
     for column in ("reason", "status", "messages"):
         failures.add_column(column, justify="right" if column == "messages" else "left")
@@ -253,6 +264,28 @@ def _print_status(data: dict[str, Any]) -> None:
         dead_letters.add_row(state, str(count))
     console.print(dead_letters)
     show_prune_state(console, data["retention"])
+
+
+def _print_partitions(console: Any, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    shown = Table(title="ledger partitions (source time, UTC)")
+    for column in ("partition", "from", "to", "rows (est.)"):
+        shown.add_column(column, justify="right" if column == "rows (est.)" else "left")
+    for p in data["partitions"]:
+        name = p["name"] + (" (detaching)" if p.get("detaching") else "")
+        shown.add_row(name, p["from"], p["to"], str(p["rows"]))
+    console.print(shown)
+    console.print(f"oldest kept: {data['oldest_kept'] or '-'}")
+    if data["next_drop"] is None:
+        console.print("next drop: none (no partitions)")
+    elif data["next_drop_at"] is None:
+        console.print(
+            f"next drop: {data['next_drop']}, once the sweeper's watermark "
+            f"({data['watermark'] or 'none yet'}) has passed it"
+        )
+    else:
+        console.print(f"next drop: {data['next_drop']} at {data['next_drop_at']}")
 
 
 app.add_typer(source_app, name="source")

@@ -140,6 +140,29 @@ class SweeperSettings(_Section):
         return self
 
 
+class LedgerSettings(_Section):
+    """The ledger's partitions by source time (`ledger:`; `cdc_recon.apply.ledger`)."""
+
+    partition: Literal["hour", "day", "week"] = Field(
+        "day", description="source time one partition holds (UTC; weeks from Monday)"
+    )
+    retention: float = Field(
+        7 * 86400.0, ge=0, description="seconds of source time kept behind now"
+    )
+    ahead: int = Field(3, ge=0, le=1000, description="partitions created after the current one")
+    interval: float = Field(
+        300.0, gt=0, description="seconds between maintenance runs in `cdc-recon run`"
+    )
+    lock_timeout: float = Field(
+        1.0, gt=0, description="seconds a partition change waits for a lock, then retries later"
+    )
+    drop_unswept: bool = Field(
+        False,
+        description="drop partitions by age alone, before the sweeper passed them "
+        "(only for deployments that run no sweeper: the dropped changes cannot be checked)",
+    )
+
+
 class MonitoringSettings(_Section):
     """The HTTP endpoint of `cdc-recon run` (`monitoring:`): metrics, health, API, status page.
 
@@ -197,6 +220,7 @@ class Settings(BaseSettings):
     tables: tuple[TableMapping, ...] = ()
     service: ServiceSettings = ServiceSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    ledger: LedgerSettings = LedgerSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     retention: RetentionSettings = RetentionSettings()

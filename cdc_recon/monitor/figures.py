@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from cdc_recon.apply.ledger import LedgerOverview, ledger_overview
+from cdc_recon.config import Settings
 from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
 from cdc_recon.sweep.queries import closed_failure
@@ -40,6 +42,7 @@ class ControlFigures:
     watermark: dt.datetime | None = None
     last_sweep: Row | None = None
     review_pending: int | None = None
+    ledger: LedgerOverview = LedgerOverview()  # its partitions and the next drop
 
 
 def table_exists(conn: sa.Connection, schema: str, table: str) -> bool:
@@ -49,10 +52,14 @@ def table_exists(conn: sa.Connection, schema: str, table: str) -> bool:
 
 
 def ledger_rows(conn: sa.Connection, schema: str) -> tuple[int, bool]:
-    """(rows, exact): `pg_class.reltuples` when large or analysed, else `count(*)`."""
+    """(rows, exact): the partitions' `pg_class.reltuples` when large, else `count(*)`
+    (a partitioned table has no estimate of its own)."""
     name = f"{quote_ident(schema)}.ledger"
     estimate = conn.execute(
-        sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)"),
+        sa.text(
+            "SELECT sum(greatest(c.reltuples, 0))::bigint FROM pg_partition_tree("
+            "to_regclass(:name)) t JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf"
+        ),
         {"name": name},
     ).scalar()
     if estimate is not None and estimate >= EXACT_COUNT_BELOW:
@@ -64,8 +71,11 @@ def _grouped(conn: sa.Connection, sql: str, params: dict[str, Any] | None = None
     return {str(k): int(v) for k, v in conn.execute(sa.text(sql), params or {}).all()}
 
 
-def control_figures(engine: sa.Engine, schema: str, group_id: str) -> ControlFigures:
-    """One read-only transaction; `DatabaseUnavailable` when the target does not answer."""
+def control_figures(
+    engine: sa.Engine, schema: str, group_id: str, settings: Settings | None = None
+) -> ControlFigures:
+    """One read-only transaction; `DatabaseUnavailable` when the target does not answer.
+    With `settings`, the ledger's partitions and next drop too."""
     s = quote_ident(schema)
 
     def read() -> ControlFigures:
@@ -87,7 +97,9 @@ def control_figures(engine: sa.Engine, schema: str, group_id: str) -> ControlFig
                 found = latest_sweeps(conn, schema, 1)
                 last = found[0] if found else None
             review = _review_pending(conn, schema)
-        return ControlFigures(rows, exact, failures, missed, watermark, last, review)
+            now = dt.datetime.now(dt.UTC)
+            ledger = ledger_overview(conn, settings, now) if settings else LedgerOverview()
+        return ControlFigures(rows, exact, failures, missed, watermark, last, review, ledger)
 
     return _guard(read)
 

@@ -23,3 +23,15 @@ WATERMARK_AGE = Gauge(
     "cdc_recon_sweeper_watermark_age_seconds",
     "Seconds since the end of the last window the sweeper checked (0: no watermark yet).",
 )
+LEDGER_PARTITIONS = Gauge(
+    "cdc_recon_ledger_partitions", "Partitions of the ledger (one per hour, day or week)."
+)
+LEDGER_OLDEST_KEPT = Gauge(
+    "cdc_recon_ledger_oldest_kept_timestamp_seconds",
+    "Start of the source time the ledger's oldest partition holds (0: no partition).",
+)
+LEDGER_NEXT_DROP = Gauge(
+    "cdc_recon_ledger_next_drop_timestamp_seconds",
+    "When the oldest partition is old enough to drop (0: none, or not before the "
+    "sweeper's watermark passes it).",
+)

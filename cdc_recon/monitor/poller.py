@@ -26,7 +26,15 @@ from cdc_recon.apply import metrics
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import CdcReconError
 from cdc_recon.monitor.figures import ControlFigures, control_figures
-from cdc_recon.monitor.metrics import LEDGER_ROWS, MISSED_CHANGES, OPEN_FAILURES, WATERMARK_AGE
+from cdc_recon.monitor.metrics import (
+    LEDGER_NEXT_DROP,
+    LEDGER_OLDEST_KEPT,
+    LEDGER_PARTITIONS,
+    LEDGER_ROWS,
+    MISSED_CHANGES,
+    OPEN_FAILURES,
+    WATERMARK_AGE,
+)
 
 LOG = logging.getLogger("cdc_recon.http.status")
 MISSED_STATUSES = ("pending", "replayed", "failed")
@@ -85,7 +93,10 @@ class StatusPoller(threading.Thread):
         figures, database_error = None, None
         try:
             figures = control_figures(
-                self._engine, self._settings.control_schema, self._settings.group_id
+                self._engine,
+                self._settings.control_schema,
+                self._settings.group_id,
+                self._settings,
             )
         except (CdcReconError, sa.exc.SQLAlchemyError) as exc:
             database_error = str(exc).splitlines()[0]
@@ -107,6 +118,11 @@ class StatusPoller(threading.Thread):
 
     def _export(self, figures: ControlFigures, now: float) -> None:
         LEDGER_ROWS.set(figures.ledger_rows)
+        ledger = figures.ledger
+        LEDGER_PARTITIONS.set(len(ledger.partitions))
+        oldest, due = ledger.oldest_kept, ledger.next_drop_at
+        LEDGER_OLDEST_KEPT.set(oldest.timestamp() if oldest else 0)
+        LEDGER_NEXT_DROP.set(due.timestamp() if due else 0)
         for reason in self._seen_reasons - set(figures.open_failures):
             OPEN_FAILURES.labels(reason=reason).set(0)
         for reason, count in figures.open_failures.items():
@@ -172,6 +188,7 @@ def status_document(
         },
         "last_batch_at": snapshot.last_batch_at,
         "ledger": {"rows": figures.ledger_rows, "exact": figures.ledger_exact},
+        "ledger_partitions": figures.ledger.as_dict(),
         "failures": {
             "open": sum(figures.open_failures.values()),
             "by_reason": figures.open_failures,

@@ -16,7 +16,8 @@ for it. The mapping, once:
 
 Callers that choose between more outcomes than that use the classes and predicates
 here (`DriverError`, `is_lost`, `is_unavailable`, `is_duplicate`, `is_undefined_table`,
-`sqlstate`; which SQLSTATEs mean "wait" is `pg.sqlstate`'s one table): the applier
+`is_missing_partition`, `is_lock_timeout`, `sqlstate`; which SQLSTATEs mean "wait" is
+`pg.sqlstate`'s one table): the applier
 (TransientDatabaseError, ApplyError, a rejected row to quarantine), the source
 re-reads (SourceBusy, ConfigError) and the workload (UsageError, WorkloadError). No
 module outside `cdc_recon.pg` names a driver class or an SQLSTATE.
@@ -122,11 +123,29 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
-def is_duplicate(exc: BaseException, constraint: str) -> bool:
-    """A unique violation of `constraint` (an index name)."""
+def is_duplicate(exc: BaseException, constraint: str, *, partitioned: bool = False) -> bool:
+    """A unique violation of `constraint` (an index name). With `partitioned`, also of
+    a partition's index named `<constraint>_<suffix>`: PostgreSQL names the index of
+    the partition that refused the row, not the partitioned index."""
+    if not isinstance(exc, psycopg2.errors.UniqueViolation):
+        return False
+    name = exc.diag.constraint_name or ""
+    return name == constraint or (partitioned and name.startswith(f"{constraint}_"))
+
+
+def is_missing_partition(exc: BaseException, schema: str, table: str) -> bool:
+    """A row of `schema.table` (partitioned) whose key no partition holds."""
     return (
-        isinstance(exc, psycopg2.errors.UniqueViolation) and exc.diag.constraint_name == constraint
+        isinstance(exc, psycopg2.errors.CheckViolation)
+        and exc.diag.schema_name == schema
+        and exc.diag.table_name == table
+        and exc.diag.constraint_name is None
     )
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """`lock_timeout` ran out (or NOWAIT found the lock taken): try again later."""
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
 def is_undefined_table(exc: BaseException) -> bool:

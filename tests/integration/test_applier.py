@@ -283,16 +283,20 @@ def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) 
     init_control_schema(target_db.engine, schema)
     require_control_tables(target_db.engine, schema)  # current: no complaint
     with target_db.engine.begin() as conn:
-        conn.execute(sa.text(f'DROP INDEX "{schema}".ledger_change_id'))
-        conn.execute(sa.text(f'ALTER TABLE "{schema}".ledger ADD PRIMARY KEY (change_id)'))
-        conn.execute(sa.text(f'ALTER TABLE "{schema}".key_state DROP COLUMN previous_position'))
-        conn.execute(sa.text(f'ALTER TABLE "{schema}".ledger DROP COLUMN source_ts'))
+        # The ledger of those versions: one table, a primary key, a generated source_ts.
+        conn.execute(sa.text(f'DROP TABLE "{schema}".ledger'))
         conn.execute(
             sa.text(
-                f'ALTER TABLE "{schema}".ledger ADD COLUMN source_ts timestamptz '
-                "GENERATED ALWAYS AS (to_timestamp(source_ts_ms / 1000.0)) STORED"
+                f'CREATE TABLE "{schema}".ledger (change_id text PRIMARY KEY, '
+                "source_table text NOT NULL, target_table text NOT NULL, key_text text NOT "
+                "NULL, op text NOT NULL, position bigint[] NOT NULL, tx text, source_ts_ms "
+                "bigint NOT NULL, topic text, kafka_partition int, kafka_offset bigint, "
+                "outcome text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
+                "source_ts timestamptz GENERATED ALWAYS AS "
+                "(to_timestamp(source_ts_ms / 1000.0)) STORED)"
             )
         )
+        conn.execute(sa.text(f'ALTER TABLE "{schema}".key_state DROP COLUMN previous_position'))
         conn.execute(
             sa.text(
                 f'INSERT INTO "{schema}".ledger (change_id, source_table, target_table, '
@@ -302,7 +306,13 @@ def test_control_tables_of_an_earlier_version_ask_for_init(target_db: Database) 
         )
     with pytest.raises(ConfigError, match="predate this version") as info:
         require_control_tables(target_db.engine, schema)
-    for lacking in ("ledger_change_id", "previous_position", "not generated) column source_ts"):
+    lacking_all = (
+        "ledger_change_id",
+        "previous_position",
+        "not generated) column source_ts",
+        "ledger partitions by source time",
+    )
+    for lacking in lacking_all:
         assert lacking in str(info.value)
     assert "cdc-recon init" in str(info.value)
     init_control_schema(target_db.engine, schema)
@@ -333,9 +343,7 @@ def test_a_rejected_row_leaves_its_key_as_it_was(setup: tuple[Applier, Database]
     assert (result.applied, result.superseded, result.duplicates) == (1, 0, 0)
     with db.engine.connect() as conn:
         state = dict(
-            conn.execute(
-                sa.text(f"SELECT key_text, position FROM {db.table('key_state')}")
-            ).all()
+            conn.execute(sa.text(f"SELECT key_text, position FROM {db.table('key_state')}")).all()
         )
     assert state == {'["1"]': [10], '["3"]': [32]}
     applier.apply([event(1, 20, score=Decimal(2))], {}, "g")  # older than 30, newer than 10

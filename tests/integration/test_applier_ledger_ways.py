@@ -101,7 +101,7 @@ def state(db: Database) -> tuple[Any, ...]:
             return [tuple(r) for r in conn.execute(sa.text(sql.format(s=f'"{db.schema}"')))]
 
     return (
-        rows("SELECT change_id, op, position, outcome, source_ts FROM {s}.ledger ORDER BY 1"),
+        rows("SELECT change_id, op, position, outcome, source_ts FROM {s}.ledger ORDER BY 1, 5"),
         rows("SELECT key_text, position, deleted, incomplete FROM {s}.key_state ORDER BY 1"),
         rows("SELECT * FROM {s}.customers ORDER BY id"),
     )
