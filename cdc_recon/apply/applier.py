@@ -158,13 +158,18 @@ class Applier:
             self._staged = set()
         return self._fairy
 
-    def _create_stages(self, cur: Any, tables: Iterable[st.TableStatements]) -> None:
-        """The stages of `tables` on this connection, once each (temporary tables)."""
-        for table in tables:
-            if table.stage not in self._staged:
+    def _create_stages(self, conn: Any, tables: Iterable[st.TableStatements]) -> None:
+        """The stages of `tables` on this connection, once each (temporary tables), in a
+        transaction of their own: a batch rolled back must not take them with it."""
+        new = [table for table in tables if table.stage not in self._staged]
+        if not new:
+            return
+        with conn.cursor() as cur:
+            for table in new:
                 cur.execute(table.create_stage())
                 cur.execute(isolate.text_stage_ddl(table))
-                self._staged.add(table.stage)
+        conn.commit()
+        self._staged.update(table.stage for table in new)
 
     def stored_offsets(
         self, group_id: str, partitions: Iterable[TopicPartitionKey]
@@ -282,9 +287,9 @@ class Applier:
         conn = self._connection()
         self._writing = True
         try:
+            if batch.encoded is not None:
+                self._create_stages(conn, (stage.table for stage in batch.encoded.tables))
             with conn.cursor() as cur:
-                if batch.encoded is not None:
-                    self._create_stages(cur, (stage.table for stage in batch.encoded.tables))
                 failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
                 self._store_failures(cur, failures)
                 self._store_offsets(cur, group_id, next_offsets)
