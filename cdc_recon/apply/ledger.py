@@ -151,6 +151,30 @@ def ensure_partitions(
     return created
 
 
+def cover(
+    engine: sa.Engine,
+    schema: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    partition: str = "day",
+    lock_timeout: float = 1.0,
+) -> list[str]:
+    """Partitions for all source times from `start` to `end`: for writers of ledger rows
+    other than the applier (a backfill, tests, benchmarks), which would otherwise meet
+    "no partition of relation"."""
+    size = Granularity.of(partition)
+    wanted, low = [], size.bucket(start)[0]
+    while low <= end:
+        wanted.append((low, low + size.length))
+        low += size.length
+    raw = engine.raw_connection()
+    try:
+        return ensure_partitions(raw, schema, wanted, lock_timeout=lock_timeout)
+    finally:
+        raw.close()
+
+
 def read_watermark(cur: Any, schema: str) -> dt.datetime | None:
     """The oldest sweeper watermark in the schema (`sweep.queries`' table, read by name:
     the sweeper sits above this package). Every pipeline and adapter that sweeps this

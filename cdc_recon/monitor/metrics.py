@@ -26,6 +26,11 @@ WATERMARK_AGE = Gauge(
 LEDGER_PARTITIONS = Gauge(
     "cdc_recon_ledger_partitions", "Partitions of the ledger (one per hour, day or week)."
 )
+LEDGER_PARTITION_ROWS = Gauge(
+    "cdc_recon_ledger_partition_rows",
+    "Rows of each ledger partition (the planner's estimate; 0 before its first analyze).",
+    ["partition"],
+)
 LEDGER_OLDEST_KEPT = Gauge(
     "cdc_recon_ledger_oldest_kept_timestamp_seconds",
     "Start of the source time the ledger's oldest partition holds (0: no partition).",

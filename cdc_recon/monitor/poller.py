@@ -12,6 +12,7 @@ so that HTTP requests and scrapes never wait for the database.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -29,6 +30,7 @@ from cdc_recon.monitor.figures import ControlFigures, control_figures
 from cdc_recon.monitor.metrics import (
     LEDGER_NEXT_DROP,
     LEDGER_OLDEST_KEPT,
+    LEDGER_PARTITION_ROWS,
     LEDGER_PARTITIONS,
     LEDGER_ROWS,
     MISSED_CHANGES,
@@ -74,6 +76,7 @@ class StatusPoller(threading.Thread):
         self._lock = threading.Lock()
         self._latest = PollResult()
         self._seen_reasons: set[str] = set()
+        self._seen_partitions: set[str] = set()
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -120,6 +123,13 @@ class StatusPoller(threading.Thread):
         LEDGER_ROWS.set(figures.ledger_rows)
         ledger = figures.ledger
         LEDGER_PARTITIONS.set(len(ledger.partitions))
+        names = {p.name for p in ledger.partitions}
+        for gone in self._seen_partitions - names:  # dropped: no stale series
+            with contextlib.suppress(KeyError):
+                LEDGER_PARTITION_ROWS.remove(gone)
+        for p in ledger.partitions:
+            LEDGER_PARTITION_ROWS.labels(partition=p.name).set(p.rows)
+        self._seen_partitions = names
         oldest, due = ledger.oldest_kept, ledger.next_drop_at
         LEDGER_OLDEST_KEPT.set(oldest.timestamp() if oldest else 0)
         LEDGER_NEXT_DROP.set(due.timestamp() if due else 0)

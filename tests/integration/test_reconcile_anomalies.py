@@ -3,8 +3,11 @@ table is not, and the finding is persisted like any other."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
+from cdc_recon.apply.ledger import cover
 from cdc_recon.config import load_settings
 from cdc_recon.control_schema import init_control_schema
 from cdc_recon.reconcile.runner import run_reconcile
@@ -53,6 +56,8 @@ def test_a_purge_in_the_last_hour_is_an_anomaly_and_steady_traffic_is_not(
     source_db: Database, target_db: Database
 ) -> None:
     init_control_schema(target_db.engine, target_db.schema)
+    now = dt.datetime.now(dt.UTC)  # the ledger's partitions for the rows written below
+    cover(target_db.engine, target_db.schema, now - dt.timedelta(hours=50), now)
     schema = f'"{target_db.schema}"'
     with target_db.engine.begin() as conn:
         conn.exec_driver_sql(
