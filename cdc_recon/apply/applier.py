@@ -43,23 +43,19 @@ retried whole.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
-from cdc_recon.apply import isolate
+from cdc_recon.apply import isolate, writes
 from cdc_recon.apply import statements as st
 from cdc_recon.apply.encode import (
     Encoded,
-    EncodedTable,
     PreparedBatch,
     encode_ledger,
-    encode_ledger_stage,
     encode_winners,
-    superseded_lines,
 )
 from cdc_recon.apply.ledger import ensure_partitions
 from cdc_recon.apply.ledger_plan import CHANGE_ID_INDEX, Granularity, buckets_of
@@ -78,7 +74,6 @@ from cdc_recon.exceptions import (
 )
 from cdc_recon.pg import errors as pg_errors
 from cdc_recon.pg.errors import CONNECT_FAILED, DriverError, first_line
-from cdc_recon.pg.params import binary
 from cdc_recon.pg.sql import quote_ident
 
 LOG = logging.getLogger("cdc_recon.apply")
@@ -174,19 +169,9 @@ class Applier:
     def stored_offsets(
         self, group_id: str, partitions: Iterable[TopicPartitionKey]
     ) -> dict[TopicPartitionKey, int]:
-        """The next offsets stored in the target for `partitions` (absent: never stored).
-
-        Reads on a connection of its own: Kafka assigns partitions on the service's
-        thread while the pipeline's worker may be inside a batch transaction on the
-        applier's connection, which a commit here would cut in half.
-        """
-        wanted = set(partitions)
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.exec_driver_sql(st.read_offsets(self.schema), {"group": group_id}).all()
-        except sa.exc.OperationalError as exc:
-            raise TransientDatabaseError(f"cannot read stored offsets: {exc.orig}") from exc
-        return {(t, p): o for t, p, o in rows if (t, p) in wanted}
+        """The next offsets stored in the target for `partitions` (absent: never stored),
+        on a connection of its own (`writes.read_offsets`)."""
+        return writes.read_offsets(self.engine, self.schema, group_id, partitions)
 
     # --- one batch --------------------------------------------------------
 
@@ -291,8 +276,8 @@ class Applier:
                 self._create_stages(conn, (stage.table for stage in batch.encoded.tables))
             with conn.cursor() as cur:
                 failures.extend(self._write_isolating(cur, batch.changes, batch.encoded, result))
-                self._store_failures(cur, failures)
-                self._store_offsets(cur, group_id, next_offsets)
+                writes.store_failures(cur, self.schema, failures)
+                writes.store_offsets(cur, self.schema, group_id, next_offsets)
             conn.commit()
         except DriverError as exc:
             if self._missing_partition(exc):
@@ -366,6 +351,17 @@ class Applier:
         result.add(written)
         return []
 
+    # The two ways, one method each, so that a test may take one for the other.
+    def _write_quick(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> None:
+        writes.write_quick(cur, self.schema, changes, encoded, result)
+
+    def _write_careful(
+        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
+    ) -> None:
+        writes.write_careful(cur, changes, encoded, result)
+
     def _restart(self, cur: Any) -> None:
         """Back to the batch's savepoint, with empty stages."""
         cur.execute("ROLLBACK TO SAVEPOINT cdcr_batch")
@@ -394,121 +390,17 @@ class Applier:
                 "rejected with its batch, which could not be written row by row: "
                 f"{first_line(exc)} (first: {first_error})"
             )
-            return [_rejected(change, detail) for change in changes]
+            return isolate.failures(changes, lambda _: detail)
         cur.execute("RELEASE SAVEPOINT cdcr_batch")
         result.add(written)
-        return [
-            _rejected(change, rejected[change.target, change.key_text])
-            for change in changes
-            if (change.target, change.key_text) in rejected
-        ]
+        return isolate.failures(
+            changes, lambda change: rejected.get((change.target, change.key_text))
+        )
 
     def _clear_stages(self, cur: Any) -> None:
         cur.execute("TRUNCATE _cdcr_ledger")
         for stage in self._staged:
             cur.execute(f"TRUNCATE {quote_ident(stage)}")
-
-    def _write_quick(
-        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
-    ) -> None:
-        """The ledger rows straight into the ledger, then each table's rows; the few
-        `applied` rows the stored positions make superseded are corrected after."""
-        ledger = encoded.ledger
-        cur.copy_expert(st.copy_ledger(self.schema), io.StringIO(ledger.text), size=COPY_CHUNK)
-        counts = dict(ledger.counts)
-        corrected: list[str] = []
-        millis: list[int] = []
-        for stage in encoded.tables:
-            table = stage.table
-            cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
-            cur.execute(
-                table.advance_key_state(stage.several),
-                {"table": table.shape.table, "staged": stage.rows},
-            )
-            doubtful = {key: before for key, before in cur.fetchall()}
-            if doubtful:
-                for change in superseded_lines(changes, table.shape.table, doubtful):
-                    corrected.append(change.change_id)
-                    millis.append(change.decoded.event.source_ts_ms if change.decoded.event else 0)
-                    applied = (change.target, change.op.value, "applied")
-                    superseded = (change.target, change.op.value, "superseded")
-                    counts[applied] -= 1
-                    counts[superseded] = counts.get(superseded, 0) + 1
-            self._write_rows(cur, stage)
-        if corrected:
-            cur.execute(st.supersede(self.schema), {"ids": corrected, "millis": millis})
-        for (target, op, outcome), count in counts.items():
-            if not count:
-                continue
-            if outcome == "applied":
-                result.applied += count
-                label = (target, op)
-                result.applied_by_table[label] = result.applied_by_table.get(label, 0) + count
-            else:
-                result.superseded += count
-        result.duplicates += ledger.changes - sum(counts.values())
-
-    def _write_careful(
-        self, cur: Any, changes: list[MappedChange], encoded: Encoded, result: ApplyResult
-    ) -> None:
-        """The ledger lines through a stage, moved in by `TableStatements.advance`, which
-        classifies them and skips the change ids already in the ledger."""
-        copy = f"COPY _cdcr_ledger ({st.STAGE_LEDGER_COLUMNS}) FROM STDIN"
-        cur.copy_expert(copy, io.StringIO(encode_ledger_stage(changes)), size=COPY_CHUNK)
-        recorded = 0
-        for stage in encoded.tables:
-            table = stage.table
-            cur.copy_expert(table.copy_stage(), io.StringIO(stage.text), size=COPY_CHUNK)
-            cur.execute(table.advance(), {"table": table.shape.table})
-            for op, outcome, count in cur.fetchall():
-                recorded += count
-                result.add_outcome(table.shape.table, op, outcome, count)
-            self._write_rows(cur, stage)
-        cur.execute("TRUNCATE _cdcr_ledger")
-        result.duplicates += encoded.ledger.changes - recorded
-
-    def _write_rows(self, cur: Any, stage: EncodedTable) -> None:
-        """The staged rows of keys that advanced: bulk upserts and deletes."""
-        table = stage.table
-        for missing, uset in stage.missing_sets.items():
-            cur.execute(table.upsert(missing), {"uset": uset})
-        if stage.has_deletes:
-            cur.execute(table.delete())
-        cur.execute(table.truncate_stage())
-
-    def _store_failures(self, cur: Any, failures: list[Failure]) -> None:
-        if not failures:
-            return
-        rows = [
-            (
-                f.message.topic,
-                f.message.partition,
-                f.message.offset,
-                binary(f.message.key),
-                binary(f.message.value),
-                f.reason,
-                f.detail,
-                f.table,
-            )
-            for f in failures
-        ]
-        cur.executemany(st.insert_failures(self.schema), rows)
-
-    def _store_offsets(
-        self, cur: Any, group_id: str, next_offsets: Mapping[TopicPartitionKey, int]
-    ) -> None:
-        if not next_offsets:
-            return
-        items = sorted(next_offsets.items())
-        cur.execute(
-            st.store_offsets(self.schema),
-            {
-                "group": group_id,
-                "topics": [t for (t, _), _ in items],
-                "partitions": [p for (_, p), _ in items],
-                "offsets": [o for _, o in items],
-            },
-        )
 
     def _fail(self, exc: DriverError) -> NoReturn:
         """Roll back, drop the connection if it is broken, and raise our error.
@@ -539,8 +431,3 @@ def _known_change(exc: DriverError) -> bool:
     """Whether the target refused a ledger row because its change id is there already
     (with its source time: the partition's index refuses it, `apply.ledger`)."""
     return pg_errors.is_duplicate(exc, CHANGE_ID_INDEX, partitioned=True)
-
-
-def _rejected(change: MappedChange, detail: str) -> Failure:
-    source = change.decoded.event.table if change.decoded.event else None
-    return Failure(change.decoded.message, FailureReason.REJECTED, detail, source)

@@ -32,13 +32,14 @@ loses nothing: it is inside the batch's transaction, which commits once with the
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from cdc_recon.apply import statements as st
 from cdc_recon.apply.encode import Encoded, encode_ledger_stage
 from cdc_recon.apply.mapping import MappedChange
 from cdc_recon.apply.statements import TableStatements, ledger_move
-from cdc_recon.batch import ApplyResult
+from cdc_recon.batch import ApplyResult, Failure, FailureReason
 from cdc_recon.pg.sql import quote_ident
 from cdc_recon.pg.sqlstate import plpgsql_unavailable_test
 
@@ -82,6 +83,19 @@ def write_rows(
     accepted = sum((c.target, c.key_text) not in rejected for c in changes)
     result.duplicates += accepted - (result.applied + result.superseded)
     return rejected
+
+
+def failures(
+    changes: list[MappedChange], reason: Callable[[MappedChange], str | None]
+) -> list[Failure]:
+    """Step 6: a `rejected` failure for each change `reason` has one for."""
+    found = []
+    for change in changes:
+        detail = reason(change)
+        if detail is not None:
+            source = change.decoded.event.table if change.decoded.event else None
+            found.append(Failure(change.decoded.message, FailureReason.REJECTED, detail, source))
+    return found
 
 
 def _reason(state: str, message: str) -> str:
