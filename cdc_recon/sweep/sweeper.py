@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from cdc_recon.apply.ledger_plan import LEDGER_SLACK  # the ledger's partitions keep it too
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import KafkaUnavailable
 from cdc_recon.pg.engine import create_engine
@@ -54,7 +55,6 @@ LOG = logging.getLogger("cdc_recon.sweeper")
 OK, IDLE, FAILED = "ok", "idle", "failed"
 SKIPPED = "skipped (another sweeper holds the lock)"
 REPLAY_LIMIT = 100_000  # pending changes replayed per run; the rest wait for the next
-LEDGER_SLACK = 60.0  # seconds a ledger row's source time may precede its window
 
 RUN_COLUMNS = (  # of sweep_runs, taken from the SweepRun
     "window_from",
