@@ -71,9 +71,13 @@ def column_check(type_name: str) -> Check:
 
 
 def text_check(max_length: int | None) -> Check:
+    limit = max_length if max_length is not None else -1
+
     def check(value: Any) -> str | None:
         if type(value) is not str:
             return f"is {_a(value)}, not text"
+        if value.isascii() and "\x00" not in value and (limit < 0 or len(value) <= limit):
+            return None  # the usual case, without another call
         return text_problem(value) or (
             f"is longer than {max_length} characters"
             if max_length is not None and len(value) > max_length
@@ -112,8 +116,20 @@ def numeric_check(precision: int | None, scale: int | None) -> Check:
     """int, Decimal and float (a JSON number) that fit without rounding; a decimal string
     (Debezium's `decimal.handling.mode=string`) too."""
 
+    quantum = Decimal(1).scaleb(-scale) if scale is not None else None
+    digits_before = (precision - scale) if precision is not None and scale is not None else None
+
     def check(value: Any) -> str | None:
         kind = type(value)
+        if (  # the usual case: a Connect Decimal of the column's own scale, fitting
+            kind is Decimal
+            and quantum is not None
+            and digits_before is not None
+            and value.is_finite()
+            and value.same_quantum(quantum)
+            and value.adjusted() < digits_before
+        ):
+            return None
         if kind is bool or kind not in (int, float, Decimal, str):
             return f"is {_a(value)}, not a number"
         try:
@@ -140,7 +156,9 @@ def numeric_check(precision: int | None, scale: int | None) -> Check:
 
 
 def _any(value: Any) -> str | None:
-    return text_problem(value) if type(value) is str else None
+    if type(value) is not str or (value.isascii() and "\x00" not in value):
+        return None
+    return text_problem(value)
 
 
 def _json(value: Any) -> str | None:

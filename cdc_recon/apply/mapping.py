@@ -86,6 +86,8 @@ class TableMapper:
             column_check(type_name) for type_name in shape.types
         ) or (None,) * len(shape.columns)  # a shape without types (unit tests) checks none
         self._key_indexes = tuple(self._index[column] for column in shape.key)
+        # (column index, check) of the columns checked: the loop every row goes through
+        self._active = tuple((i, c) for i, c in enumerate(self._checks) if c is not None)
         self._source_to_target = self._column_map(mapping, shape)
         self._key_len = len(mapping.key)
         self._plans: dict[tuple[str, ...], Plan] = {}
@@ -185,8 +187,10 @@ class TableMapper:
         return tuple(row), missing
 
     def _check(self, table: str, row: Sequence[Any]) -> None:
-        for index, (value, check) in enumerate(zip(row, self._checks, strict=True)):
-            if check is None or value is None or value is MISSING:
+        missing = MISSING
+        for index, check in self._active:
+            value = row[index]
+            if value is None or value is missing:
                 continue
             problem = check(value)
             if problem is not None:
