@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cdc_recon.cli.progress import progress_bar
+
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from cdc_recon.apply.retry import Progress
     from cdc_recon.config import Settings
 
 failures_app = typer.Typer(
@@ -250,7 +251,7 @@ def retry_command(
     settings = ctx.obj.settings()
     with _target(settings) as engine:
         require_ids(engine, settings.control_schema, ids or [])
-        with _progress(enabled=not as_json) as progress:
+        with progress_bar("retry", enabled=not as_json) as progress:
             summary = retry_failures(
                 engine, settings, which, dry_run=dry_run, chunk=chunk, progress=progress
             )
@@ -260,32 +261,6 @@ def retry_command(
         _print_retry(summary.as_dict())
     if summary.failed and not dry_run:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr (failures done of those to retry)."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task("retry", total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    with bar:
-        yield update
 
 
 def _print_retry(summary: dict[str, Any]) -> None:

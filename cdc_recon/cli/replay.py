@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cdc_recon.cli.progress import progress_bar
+
 if TYPE_CHECKING:
     from cdc_recon.replay import ReplaySummary
-    from cdc_recon.replay.window import Progress
 
 SUMMARY_ROWS = ("read", "applied", "superseded", "duplicates", "skipped", "failed")
 
@@ -55,7 +54,7 @@ def replay(
 
     first, last = parse_window(start, end, datetime.now(UTC))
     settings = ctx.obj.settings()
-    with _progress(enabled=not as_json) as progress:
+    with progress_bar("replay: read", enabled=not as_json) as progress:
         summary = replay_window(
             settings,
             start=first,
@@ -70,32 +69,6 @@ def replay(
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
         _print_summary(summary, first, last)
-
-
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr: messages (or rows) read of the window's total."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task("replay: read", total=None)
-
-    def update(read: int, total: int | None) -> None:
-        bar.update(task, completed=read, total=total)
-
-    with bar:
-        yield update
 
 
 def _print_summary(summary: ReplaySummary, first: datetime, last: datetime) -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from cdc_recon.cli.progress import run_until_stopped
+
 
 def prune(
     ctx: typer.Context,
@@ -38,12 +40,7 @@ def prune(
         _show(prune_once(settings, dry_run=dry_run).as_dict(), as_json)
         return
     thread = PrunerThread(settings, first_after=0.0)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(1.0)
-    finally:
-        thread.stop()
+    run_until_stopped(thread)
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:

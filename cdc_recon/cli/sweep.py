@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from cdc_recon.cli.progress import run_until_stopped
+
 source_app = typer.Typer(
     help="The trigger change log in the source database (sweeper adapter pg_trigger).",
     no_args_is_help=True,
@@ -98,12 +100,7 @@ def sweep(
     from cdc_recon.sweep.sweeper import SweeperThread
 
     thread = SweeperThread(settings)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(1.0)
-    finally:
-        thread.stop()
+    run_until_stopped(thread)
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:

@@ -88,20 +88,11 @@ def max_message_bytes(
     >>> max_message_bytes("127.0.0.1:9092", ["orders"])  # doctest: +SKIP
     {'orders': 1048588}
     """
-    admin = AdminClient(client_config(bootstrap, extra))
-    limits: dict[str, int | None] = {}
-    for topic in topics:
-        resource = ConfigResource("topic", topic)
-        try:
-            entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                limits[topic] = None
-                continue
-            raise KafkaUnavailable(f"cannot read the config of topic {topic}: {error}") from exc
-        limits[topic] = int(entries[MAX_MESSAGE_BYTES].value)
-    return limits
+    found = topic_configs(bootstrap, topics, [MAX_MESSAGE_BYTES], extra, timeout=timeout)
+    return {
+        topic: None if configs is None else int(configs[MAX_MESSAGE_BYTES])
+        for topic, configs in found.items()
+    }
 
 
 def topic_configs(
