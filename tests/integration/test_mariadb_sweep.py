@@ -16,22 +16,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cdc_recon.codecs import decode
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.control_schema import init_control_schema
-from cdc_recon.events import key_text
 from cdc_recon.mariadb.connection import connect, parse_url
+from cdc_recon.replay import replay_window
 from cdc_recon.run import run_service
 from cdc_recon.sweep.adapters.kafka_lookup import identity_of
 from cdc_recon.sweep.adapters.mariadb_trigger import MariaDbTriggerLog
@@ -136,8 +139,12 @@ class MariaPipeline:
             kafka={"heartbeat.interval.ms": "500", "session.timeout.ms": "6000"},
             service={"batch_size": 50, "poll_timeout": 0.2, "retry_initial": 0.1},
             tables=mappings,
-            sweeper={"adapter": "mariadb_trigger", "changelog_schema": self.log_db, "grace": 0,
-                     **sweeper},
+            sweeper={
+                "adapter": "mariadb_trigger",
+                "changelog_schema": self.log_db,
+                "grace": 0,
+                **sweeper,
+            },
         )
 
     def sql(self, *statements: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -157,9 +164,13 @@ class MariaPipeline:
 
     def messages(self) -> list[tuple[Any, Any]]:
         """Every message of the topics (Kafka message, decoded event or None)."""
-        consumer = Consumer({"bootstrap.servers": self.services.kafka_bootstrap,
-                             "group.id": f"probe-{uuid.uuid4().hex[:8]}",
-                             "enable.partition.eof": True})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.services.kafka_bootstrap,
+                "group.id": f"probe-{uuid.uuid4().hex[:8]}",
+                "enable.partition.eof": True,
+            }
+        )
         found: list[tuple[Any, Any]] = []
         try:
             for topic in self.topics:
@@ -175,7 +186,7 @@ class MariaPipeline:
                     assert m is not None, f"{topic}: nothing read below the high mark {high}"
                     if m.error() is None:
                         found.append((m, decode(m.key(), m.value())))
-                    if m.offset() >= high - 1:
+                    if (m.offset() or 0) >= high - 1:
                         break
         finally:
             consumer.close()
@@ -183,8 +194,9 @@ class MariaPipeline:
 
     def published(self) -> int:
         """Change messages (not tombstones) in the topics."""
-        admin = Consumer({"bootstrap.servers": self.services.kafka_bootstrap,
-                          "group.id": "probe-marks"})
+        admin = Consumer(
+            {"bootstrap.servers": self.services.kafka_bootstrap, "group.id": "probe-marks"}
+        )
         try:
             total = 0
             for topic in self.topics:
@@ -199,16 +211,21 @@ class MariaPipeline:
 
     def wait_published(self, count: int) -> None:
         """Until the topics' high marks reach `count` messages (tombstones included)."""
-        wait_for(lambda: self.published() >= count,
-                 f"the connector {self.name} to publish {count} messages (has {self.published()})",
-                 timeout=90)
+        wait_for(
+            lambda: self.published() >= count,
+            f"the connector {self.name} to publish {count} messages (has {self.published()})",
+            timeout=90,
+        )
 
     def wait_closed(self) -> None:
         """Until the change log's newest second is closed (grace 0: the next second)."""
         newest = max(second for *_, second in self.log())
         log = MariaDbTriggerLog(self.settings())
-        wait_for(lambda: log.closed_until(0).timestamp() > newest,
-                 f"MariaDB's clock to pass second {newest}", timeout=10)
+        wait_for(
+            lambda: log.closed_until(0).timestamp() > newest,
+            f"MariaDB's clock to pass second {newest}",
+            timeout=10,
+        )
 
     def source_rows(self, table: str) -> dict[Any, tuple[Any, ...]]:
         rows = self.sql(f"SELECT {COLUMNS} FROM source.{self.t(table)}")
@@ -216,7 +233,9 @@ class MariaPipeline:
 
     def target_rows(self, table: str) -> dict[Any, tuple[Any, ...]]:
         with self.target.engine.connect() as conn:
-            rows = conn.execute(sa.text(f"SELECT {COLUMNS} FROM {self.target.table(self.t(table))}"))
+            rows = conn.execute(
+                sa.text(f"SELECT {COLUMNS} FROM {self.target.table(self.t(table))}")
+            )
             return {int(r[0]): normal(tuple(r)) for r in rows}
 
     def control(self, sql: str) -> list[tuple[Any, ...]]:
@@ -227,13 +246,16 @@ class MariaPipeline:
     def move_offsets(self, topic: str, next_offset: int) -> None:
         with self.target.engine.begin() as conn:
             moved = conn.execute(
-                sa.text(f'UPDATE "{self.target.schema}".offsets SET next_offset = :o '
-                        "WHERE group_id = :g AND topic = :t AND kafka_partition = 0"),
+                sa.text(
+                    f'UPDATE "{self.target.schema}".offsets SET next_offset = :o '
+                    "WHERE group_id = :g AND topic = :t AND kafka_partition = 0"
+                ),
                 {"o": next_offset, "g": self.group, "t": topic},
             )
             assert moved.rowcount == 1
-        consumer = Consumer({"bootstrap.servers": self.services.kafka_bootstrap,
-                             "group.id": self.group})
+        consumer = Consumer(
+            {"bootstrap.servers": self.services.kafka_bootstrap, "group.id": self.group}
+        )
         try:
             consumer.commit(offsets=[TopicPartition(topic, 0, next_offset)], asynchronous=False)
         finally:
@@ -243,8 +265,10 @@ class MariaPipeline:
         if self.registered:
             self.unregister()
         MariaDbTriggerLog(self.settings()).uninstall(drop_log=True)
-        self.sql(*(f"DROP TABLE IF EXISTS source.{t}" for t in self.tables),
-                 f"DROP DATABASE IF EXISTS {self.log_db}")
+        self.sql(
+            *(f"DROP TABLE IF EXISTS source.{t}" for t in self.tables),
+            f"DROP DATABASE IF EXISTS {self.log_db}",
+        )
         admin = AdminClient({"bootstrap.servers": self.services.kafka_bootstrap})
         for future in admin.delete_topics(self.topics).values():
             try:
@@ -262,18 +286,27 @@ def normal(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
     id_, name, amount, flag, born, doc, data = row
     return (
-        int(id_), name, None if amount is None else Decimal(amount),
-        None if flag is None else bool(flag), born,
-        None if doc is None else json.loads(doc), None if data is None else bytes(data),
+        int(id_),
+        name,
+        None if amount is None else Decimal(amount),
+        None if flag is None else bool(flag),
+        born,
+        None if doc is None else json.loads(doc),
+        None if data is None else bytes(data),
     )
 
 
 @pytest.fixture
 def pipeline(services: Services, target_db: Database) -> Iterator[MariaPipeline]:
-    made = MariaPipeline(services, target_db, {"sw": MARIADB_DDL,
-                                               "pair": "(a INT, b INT, v INT, PRIMARY KEY (a, b))"})
-    made.setup({"sw": TARGET_DDL, "pair": "(a int, b int, v int, PRIMARY KEY (a, b))"},
-               {"sw": ["id"], "pair": ["a", "b"]})
+    made = MariaPipeline(
+        services,
+        target_db,
+        {"sw": MARIADB_DDL, "pair": "(a INT, b INT, v INT, PRIMARY KEY (a, b))"},
+    )
+    made.setup(
+        {"sw": TARGET_DDL, "pair": "(a int, b int, v int, PRIMARY KEY (a, b))"},
+        {"sw": ["id"], "pair": ["a", "b"]},
+    )
     try:
         yield made
     finally:
@@ -290,9 +323,22 @@ def kafka_identities(found: list[tuple[Any, Any]], settings: Settings) -> list[I
     return out
 
 
+def change_id_of(event: Any, settings: Settings) -> str:
+    named = identity_of(event, settings)
+    assert named is not None, f"{event.table} is not mapped"
+    return named[1]
+
+
 def row_values(i: int, name: str) -> tuple[Any, ...]:
-    return (i, name, Decimal("12.50"), i % 2, dt.datetime(2024, 2, 29, 23, 59, 59, 123456),
-            '{"k": [1, 2]}', bytes([0, 255, i % 256]))
+    return (
+        i,
+        name,
+        Decimal("12.50"),
+        i % 2,
+        dt.datetime(2024, 2, 29, 23, 59, 59, 123456),
+        '{"k": [1, 2]}',
+        bytes([0, 255, i % 256]),
+    )
 
 
 INSERT = f"INSERT INTO source.{{t}} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -352,8 +398,12 @@ def test_losses_found_exactly_and_healed(pipeline: MariaPipeline, kafka_admin: A
 
     # (2) skipped: the stored offsets moved past keys 10-12; (3) key 13 quarantined
     with pipeline.target.engine.begin() as conn:
-        conn.execute(sa.text(f"ALTER TABLE {pipeline.target.table(sw)} "
-                             "ADD CONSTRAINT no_poison CHECK (name <> 'poison')"))
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE {pipeline.target.table(sw)} "
+                "ADD CONSTRAINT no_poison CHECK (name <> 'poison')"
+            )
+        )
     insert_rows(range(10, 13), "skipped")
     insert_rows(range(13, 14), "poison")
     insert_rows(range(14, 16), "after")
@@ -366,7 +416,7 @@ def test_losses_found_exactly_and_healed(pipeline: MariaPipeline, kafka_admin: A
         conn.execute(sa.text(f"ALTER TABLE {pipeline.target.table(sw)} DROP CONSTRAINT no_poison"))
     found = pipeline.messages()
     by_offset = {m.offset(): e for m, e in found if e is not None}
-    skipped_ids = {identity_of(by_offset[o], pipeline.settings())[1] for o in (10, 11, 12, 13)}
+    skipped_ids = {change_id_of(by_offset[o], pipeline.settings()) for o in (10, 11, 12, 13)}
 
     # (4) the connector deleted with its offsets; changes; re-registered past them
     pipeline.unregister()
@@ -390,8 +440,11 @@ def test_losses_found_exactly_and_healed(pipeline: MariaPipeline, kafka_admin: A
 
     healed = sweep_once(pipeline.settings())
     assert (healed.missed, healed.replayed, healed.replay_failed) == (0, 13, 0), healed.summary()
-    outcomes = dict(pipeline.control("SELECT change_id, last_error FROM {s}.missed_changes "
-                                     "WHERE status = 'replayed'"))
+    outcomes = dict(
+        pipeline.control(
+            "SELECT change_id, last_error FROM {s}.missed_changes WHERE status = 'replayed'"
+        )
+    )
     assert len(outcomes) == 13
     from_kafka = {cid for cid, why in outcomes.items() if why.startswith("from Kafka")}
     assert from_kafka == skipped_ids, "skipped and quarantined come back from Kafka"
@@ -428,8 +481,62 @@ def test_two_changes_in_one_second_one_lost(pipeline: MariaPipeline) -> None:
     run = sweep_once(pipeline.settings(), replay=False)
     assert (run.missed, run.applied) == (1, 2), run.summary()
     lost = next(e for m, e in pipeline.messages() if m.offset() == 1)
-    assert run.missed_ids == (identity_of(lost, pipeline.settings())[1],)
+    assert run.missed_ids == (change_id_of(lost, pipeline.settings()),)
     healed = sweep_once(pipeline.settings())
     assert healed.replayed == 1
     assert pipeline.target_rows("sw") == pipeline.source_rows("sw")
-    assert key_text([Decimal(7)]) == '["7"]'
+
+    # `replay --source source-db`: the keys the log shows changed, re-read in a snapshot
+    start = dt.datetime.fromtimestamp(log[0][3], tz=dt.UTC)
+    end = dt.datetime.fromtimestamp(log[-1][3] + 1, tz=dt.UTC)
+    summary = replay_window(pipeline.settings(), start=start, end=end, source="source-db")
+    assert (summary.read, summary.applied, summary.failed) == (1, 1, 0), summary
+    reread = pipeline.control("SELECT op, tx, position FROM {s}.ledger WHERE op = 'r'")
+    assert len(reread) == 1 and reread[0][1].startswith("mariadb-bin."), reread
+    assert pipeline.target_rows("sw") == pipeline.source_rows("sw")
+
+
+def test_source_install_cli(pipeline: MariaPipeline, tmp_path: Path) -> None:
+    """`cdc-recon source install/uninstall` against a mariadb:// source_url."""
+    table = f"cli_{pipeline.suffix}"
+    pipeline.sql(f"CREATE TABLE source.{table} (id INT PRIMARY KEY, v TEXT)")
+    config = tmp_path / "cdc-recon.yml"
+    settings = pipeline.settings().masked()
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source_url": pipeline.url,
+                "target_url": pipeline.services.target_url,
+                "sweeper": {"changelog_schema": pipeline.log_db},
+                "tables": [],
+                "control_schema": settings["control_schema"],
+            }
+        )
+    )
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "cdc_recon.cli", "-c", str(config), "source", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CDC_RECON_SOURCE_URL": pipeline.url},  # the env wins
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    triggers = (
+        "SELECT count(*) FROM information_schema.TRIGGERS "
+        f"WHERE EVENT_OBJECT_SCHEMA = 'source' AND EVENT_OBJECT_TABLE = '{table}'"
+    )
+    try:
+        installed = cli("install", "--table", f"source.{table}")
+        assert installed == f"installed source.{table} (key id)\n"
+        assert pipeline.sql(triggers) == [(3,)]
+        pipeline.sql(f"INSERT INTO source.{table} VALUES (5, 'x')")
+        assert pipeline.log()[-1][:3] == (f"source.{table}", '["5"]', "c")
+        assert (
+            cli("uninstall", "--table", f"source.{table}") == f"removed trigger on source.{table}\n"
+        )
+        assert pipeline.sql(triggers) == [(0,)]
+    finally:
+        pipeline.sql(f"DROP TABLE source.{table}")
