@@ -104,7 +104,7 @@ connect_up() {
     connect_config
     say "starting kafka connect (debezium postgres, mariadb) on $CONNECT_URL"
     # shellcheck disable=SC2086
-    java $CONNECT_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+    java $CONNECT_HEAP -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
         -Dlog4j2.configurationFile="$HERE/connect/log4j2.properties" -Dcdc.stack.log="$CONNECT_LOG" \
         -cp "$CONNECT_LIB/*" org.apache.kafka.connect.cli.ConnectDistributed \
         "$CONNECT_DIR/worker.properties" </dev/null >"$CONNECT_DIR/stdout.log" 2>&1 &

@@ -439,7 +439,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sub.add_parser("status").add_argument("name", nargs="?")
     sub.add_parser("pause").add_argument("name", nargs="?")
     sub.add_parser("resume").add_argument("name", nargs="?")
-    return parser.parse_args(argv)
+    # key=value overrides may come after an option (`NAME --source mariadb key=value`),
+    # which argparse leaves unparsed: they are overrides all the same.
+    args, rest = parser.parse_known_args(argv)
+    unknown = [item for item in rest if "=" not in item or item.startswith("-")]
+    if unknown or (rest and args.command != "register"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
 
 
 def main(argv: list[str]) -> int:
