@@ -113,14 +113,19 @@ def in_ledger(schema: str) -> str:
     )
 
 
-def locate() -> str:
-    """Give a missed change its real change id and Kafka coordinates, found in Kafka."""
-    return (
-        f"UPDATE {OPEN} o SET change_id = f.change_id, tx = f.tx, position = f.position::bigint[], "
-        "topic = f.topic, kafka_partition = f.kafka_partition, kafka_offset = f.kafka_offset, "
-        "reason = o.reason || '; found in Kafka' "
-        "FROM unnest(%(n)s::bigint[], %(ids)s::text[], %(txs)s::text[], %(positions)s::text[], "
-        "%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[]) "
-        "AS f(n, change_id, tx, position, topic, kafka_partition, kafka_offset) "
-        "WHERE o.n = f.n"
-    )
+def locate(schema: str) -> str:
+    """Give a missed change its real change id and Kafka coordinates, found in Kafka, and
+    the reason of the consumer's quarantine when the message is in `failures`: one an
+    operator retried or resolved is accounted for (applied), as for `kafka_topic`."""
+    return f"""
+UPDATE {OPEN} o SET change_id = m.change_id, tx = m.tx, position = m.position::bigint[],
+    topic = m.topic, kafka_partition = m.kafka_partition, kafka_offset = m.kafka_offset,
+    class = CASE WHEN q.status IN ('retried', 'resolved') THEN 'applied' ELSE o.class END,
+    reason = CASE WHEN q.id IS NOT NULL THEN 'quarantined (' || q.reason || '): ' || q.detail
+             ELSE 'skipped: in Kafka, ' || o.reason END
+FROM unnest(%(n)s::bigint[], %(ids)s::text[], %(txs)s::text[], %(positions)s::text[],
+    %(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
+    AS m(n, change_id, tx, position, topic, kafka_partition, kafka_offset)
+LEFT JOIN {quote_ident(schema)}.failures q ON q.topic = m.topic
+    AND q.kafka_partition = m.kafka_partition AND q.kafka_offset = m.kafka_offset
+WHERE o.n = m.n"""

@@ -437,6 +437,13 @@ def test_losses_found_exactly_and_healed(pipeline: MariaPipeline, kafka_admin: A
     assert set(run.missed_ids) == expected, "not exactly the lost changes"
     assert run.missed == len(expected) == 13  # 5 deleted, 3 skipped, 1 quarantined, 4 gap
     assert run.applied == len(pipeline.log()) - 13
+    reasons = dict(
+        pipeline.control(
+            "SELECT kafka_offset, reason FROM {s}.missed_changes WHERE kafka_offset IS NOT NULL"
+        )
+    )
+    assert reasons[13].startswith("quarantined ("), reasons[13]
+    assert all(reasons[o].startswith("skipped: in Kafka") for o in (10, 11, 12)), reasons
 
     healed = sweep_once(pipeline.settings())
     assert (healed.missed, healed.replayed, healed.replay_failed) == (0, 13, 0), healed.summary()

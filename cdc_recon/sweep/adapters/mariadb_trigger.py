@@ -166,6 +166,8 @@ class MariaDbTriggerLog:
         A second belongs to the window when it lies in [start, end)."""
         for statement in counts_sql.create_stage():
             cursor.execute(statement)
+        if not self.tables:
+            return 0
         params: dict[str, Any] = {
             "from": math.ceil(epoch(window.start)),
             "to": math.ceil(epoch(window.end)),
@@ -215,7 +217,7 @@ class MariaDbTriggerLog:
         if rows:
             names = ("n", "ids", "txs", "positions", "topics", "partitions", "offsets")
             columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
-            cursor.execute(counts_sql.locate(), columns)
+            cursor.execute(counts_sql.locate(self.settings.control_schema), columns)
 
     def prune(self, before: dt.datetime) -> int:
         deleted = 0
