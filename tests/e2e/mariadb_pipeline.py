@@ -87,6 +87,9 @@ class MariaDbWorkload:
         done = self.summary or self.live
         return done.total if done is not None else 0
 
+    def stop(self) -> None:
+        self._stop.set()
+
     def join(self, timeout: float = 300) -> Summary:
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -116,6 +119,8 @@ class MariaDbPipeline(Pipeline):
         )
         self.workloads: list[MariaDbWorkload] = []
         super().__init__(stack, endpoints, target, target, tmp_path, partitions=partitions)
+        # the service's environment names the source too (it would win over the file)
+        self.endpoints = dataclasses.replace(endpoints, source_url=self.mariadb_url)
         self.topics = [f"{self.name}.{self.mariadb.database}.{t.name}" for t in TABLES]
         self.config = self._config()
 
@@ -188,7 +193,7 @@ class MariaDbPipeline(Pipeline):
 
     def close(self) -> None:
         for work in self.workloads:
-            work._stop.set()
+            work.stop()
         try:
             super().close()
         finally:

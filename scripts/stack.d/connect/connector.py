@@ -171,7 +171,8 @@ class MariaDB:
 
     def query(self, sql: str) -> str:
         command = ["mariadb", "--no-defaults", "-N", "-B", "-h", self.host, "-P", self.port]
-        done = subprocess.run(command + ["-u", "cdc_recon", "-e", sql], capture_output=True, text=True)
+        command += ["-u", "cdc_recon", "-e", sql]
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise Failed(f"mariadb: {done.stderr.strip()}")
         return done.stdout.strip()
@@ -223,7 +224,9 @@ def server_id(name: str) -> str:
     return str(1000 + zlib.crc32(name.encode()) % 1_000_000)
 
 
-def render(name: str, stack: Stack, overrides: list[str], source: str = "postgres") -> dict[str, str]:
+def render(
+    name: str, stack: Stack, overrides: list[str], source: str = "postgres"
+) -> dict[str, str]:
     """The JSON's config for the local stack, with the overrides of the module docstring."""
     _, config = template(source)
     pg = stack.pg

@@ -47,6 +47,8 @@ mariadb_client() { # args...  (as root over the socket: the bootstrap account)
 
 mariadb_ready() { mariadb-admin --no-defaults --protocol=socket --socket="$MARIADB_SOCK" -u root ping >/dev/null 2>&1; }
 
+mariadb_ready_or_exited() { mariadb_ready || ! kill -0 "$MARIADB_LAUNCHED" 2>/dev/null; }
+
 mariadb_owner_args() { # mariadbd refuses to run as root; the package's `mysql` account then
     if [[ $(id -u) -eq 0 ]]; then echo "--user=mysql"; fi
 }
@@ -129,9 +131,11 @@ mariadb_up() {
     # shellcheck disable=SC2046
     "$(mariadb_bin)" --defaults-file="$MARIADB_CNF" $(mariadb_owner_args) \
         </dev/null >"$MARIADB_DIR/stdout.log" 2>&1 &
-    if ! wait_for "$START_TIMEOUT" mariadb mariadb_ready; then
+    MARIADB_LAUNCHED=$!
+    if ! wait_for "$START_TIMEOUT" mariadb mariadb_ready_or_exited; then
         fail_with_log mariadb "$MARIADB_LOG" "no answer on $MARIADB_SOCK within ${START_TIMEOUT}s"
     fi
+    kill -0 "$MARIADB_LAUNCHED" 2>/dev/null || fail_with_log mariadb "$MARIADB_LOG" "the server exited"
     mariadb_bootstrap
     say "mariadb ready on $HOST:$MARIADB_PORT (database: source)"
 }
