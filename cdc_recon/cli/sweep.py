@@ -19,9 +19,24 @@ import typer
 from cdc_recon.cli.progress import run_until_stopped
 
 source_app = typer.Typer(
-    help="The trigger change log in the source database (sweeper adapter pg_trigger).",
+    help="The trigger change log in the source database (sweeper adapter pg_trigger, "
+    "or mariadb_trigger for a mariadb:// source_url).",
     no_args_is_help=True,
 )
+
+
+def _change_log(settings: Any) -> Any:
+    """The change log of the configured source: MariaDB for a mariadb:// URL."""
+    from cdc_recon.mariadb.connection import is_mariadb_url
+
+    url = settings.source_url.get_secret_value() if settings.source_url else ""
+    if is_mariadb_url(url):
+        from cdc_recon.sweep.adapters.mariadb_trigger import MariaDbTriggerLog
+
+        return MariaDbTriggerLog(settings)
+    from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
+
+    return PgTriggerLog(settings)
 
 
 @source_app.command("install")
@@ -32,9 +47,7 @@ def source_install(
     ],
 ) -> None:
     """Create the change-log table and a trigger on each table (idempotent)."""
-    from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
-
-    log = PgTriggerLog(ctx.obj.settings())
+    log = _change_log(ctx.obj.settings())
     try:
         for done in log.install(table):
             typer.echo(f"installed {done.table} (key {', '.join(done.key)})")
@@ -53,10 +66,8 @@ def source_uninstall(
     ] = False,
 ) -> None:
     """Remove the change-log triggers (of every captured table unless --table)."""
-    from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
-
     settings = ctx.obj.settings()
-    log = PgTriggerLog(settings)
+    log = _change_log(settings)
     try:
         removed = log.uninstall(table or (), drop_log=drop_log)
     finally:

@@ -134,7 +134,7 @@ class SweeperSettings(_Section):
     interval: float = Field(60.0, gt=0, description="seconds between sweeps")
     grace: float = Field(30.0, ge=0, description="seconds a window must be closed to be checked")
     window: float = Field(300.0, gt=0, description="max seconds of change log per sweep step")
-    adapter: Literal["pg_trigger", "debezium_tx", "kafka_topic"] = "pg_trigger"
+    adapter: Literal["pg_trigger", "debezium_tx", "kafka_topic", "mariadb_trigger"] = "pg_trigger"
     changelog_schema: str = Field(
         "cdc_recon_source", description="schema of the trigger change log in the source"
     )

@@ -26,8 +26,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from cdc_recon.exceptions import ConfigError
-from cdc_recon.mariadb.errors import unreachable
+from cdc_recon.exceptions import CdcReconError, ConfigError
+from cdc_recon.mariadb.errors import translate, unreachable
 
 SCHEMES = ("mariadb", "mysql", "mariadb+pymysql", "mysql+pymysql")
 DEFAULT_PORT = 3306
@@ -59,7 +59,9 @@ def parse_url(url: str) -> MariaDbUrl:
         raise ConfigError(f"not a MariaDB URL (mariadb://user@host:port/db): {parts.scheme}://...")
     database = parts.path.lstrip("/")
     if not parts.hostname or not parts.username or not database:
-        raise ConfigError("a MariaDB URL needs a user, a host and a database: mariadb://user@host:port/db")
+        raise ConfigError(
+            "a MariaDB URL needs a user, a host and a database: mariadb://user@host:port/db"
+        )
     return MariaDbUrl(
         host=parts.hostname,
         port=parts.port or DEFAULT_PORT,
@@ -98,3 +100,28 @@ def connect(url: MariaDbUrl, *, name: str = "source", timeout: float = 10.0) -> 
         with contextlib.suppress(pymysql.err.Error):
             conn.rollback()
         conn.close()
+
+
+@contextlib.contextmanager
+def session(
+    url: MariaDbUrl,
+    what: str,
+    *,
+    refused: type[CdcReconError] = CdcReconError,
+    streaming: bool = False,
+) -> Iterator[Any]:
+    """A cursor on a new connection, committed when the block ends without an error.
+    Driver errors become DatabaseUnavailable or `refused`, saying `what` was being done;
+    `streaming` reads rows as they come (fetch them all before the block ends).
+
+        >>> with session(url, "source (read)") as cur:  # doctest: +SKIP
+        ...     cur.execute("SELECT 1")
+    """
+    kind = pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor
+    with translate(what, refused), connect(url) as conn:
+        cur = conn.cursor(kind)
+        try:
+            yield cur
+            conn.commit()
+        finally:
+            cur.close()

@@ -117,20 +117,30 @@ def _jsonable(value: Any) -> Any:
 
 def reread_events(read: SourceRead, mapping: TableMapping) -> dict[str, Decoded]:
     """One event per re-read key (`r` for a row, `d` for an absent key), by key_text."""
-    position = SourcePosition((read.lsn,))
+    position = SourcePosition(read.position_parts)
     topic = source_topic(read.table)
-    tx = str(read.xid)
+    tx, family = read.transaction, read.connector
+    offset = read.position_parts[1] if read.position else read.lsn  # unique per read
     events: dict[str, Decoded] = {}
     for index, (key, row) in enumerate(read.rows.items()):
         event = ChangeEvent(
-            read.table, Op.READ, {c: row[c] for c in mapping.key}, row, position, read.read_ms, tx
+            read.table,
+            Op.READ,
+            {c: row[c] for c in mapping.key},
+            row,
+            position,
+            read.read_ms,
+            tx,
+            connector=family,
         )
         value = orjson.dumps(row, default=_jsonable)
-        events[key] = Decoded(Message(topic, index, read.lsn, key.encode(), value), event)
+        events[key] = Decoded(Message(topic, index, offset, key.encode(), value), event)
     for index, key in enumerate(sorted(read.absent), start=len(read.rows)):
         columns = read.absent_keys.get(key) or key_object(key, mapping.key)
-        event = ChangeEvent(read.table, Op.DELETE, columns, None, position, read.read_ms, tx)
-        events[key] = Decoded(Message(topic, index, read.lsn, key.encode(), None), event)
+        event = ChangeEvent(
+            read.table, Op.DELETE, columns, None, position, read.read_ms, tx, connector=family
+        )
+        events[key] = Decoded(Message(topic, index, offset, key.encode(), None), event)
     return events
 
 

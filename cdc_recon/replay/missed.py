@@ -19,8 +19,8 @@ from cdc_recon.replay.changes import (
     normal_key_text,
     reread_events,
 )
-from cdc_recon.replay.sinks import Sink, avro_decoder, source_reader, target_sink
-from cdc_recon.source_db.rows import SourceRows, key_object
+from cdc_recon.replay.sinks import RowReader, Sink, avro_decoder, source_reader, target_sink
+from cdc_recon.source_db.rows import key_object
 
 REPLAYED, FAILED, PENDING = "replayed", "failed", "pending"
 Fetched = list[tuple[MissedChange, Decoded]]
@@ -168,7 +168,7 @@ def _key(change: MissedChange) -> str:
 
 
 def _reread_tables(
-    settings: Settings, rows: SourceRows, sink: Sink, changes: Sequence[MissedChange]
+    settings: Settings, rows: RowReader, sink: Sink, changes: Sequence[MissedChange]
 ) -> KeyOutcomes:
     outcomes: KeyOutcomes = {}
     for mapping in settings.tables:
@@ -186,7 +186,7 @@ def _reread_tables(
 
 
 def _reread_keys(
-    rows: SourceRows, sink: Sink, mapping: TableMapping, keys: Sequence[str]
+    rows: RowReader, sink: Sink, mapping: TableMapping, keys: Sequence[str]
 ) -> KeyOutcomes:
     """Re-read `keys` of one table in one batch and apply them."""
     table = mapping.source
@@ -212,6 +212,6 @@ def _reread_keys(
             outcomes[(table, key)] = (
                 ReplayOutcome(FAILED, f"re-read {what}: {failure.reason}: {failure.detail}")
                 if failure
-                else ReplayOutcome(REPLAYED, f"re-read from the source at LSN {read.lsn} ({what})")
+                else ReplayOutcome(REPLAYED, f"re-read from the source at {read.where} ({what})")
             )
     return outcomes

@@ -16,8 +16,12 @@ from cdc_recon.codecs import AvroDecoder
 from cdc_recon.config import Settings, TableMapping
 from cdc_recon.exceptions import ConfigError, UsageError
 from cdc_recon.kafka.consumer import schema_registry_client
+from cdc_recon.mariadb.connection import is_mariadb_url, parse_url
 from cdc_recon.pg.engine import check_connection, create_engine
+from cdc_recon.source_db.mariadb_rows import MariaDbRows
 from cdc_recon.source_db.rows import SourceRows
+
+RowReader = SourceRows | MariaDbRows  # the same three reads, per source engine
 
 
 class Sink(Protocol):
@@ -75,12 +79,17 @@ def target_sink(settings: Settings, *, dry_run: bool) -> Iterator[Sink]:
 
 
 @contextmanager
-def source_reader(settings: Settings) -> Iterator[SourceRows]:
-    """The re-reader on the source database; `ConfigError` without a PostgreSQL source."""
+def source_reader(settings: Settings) -> Iterator[RowReader]:
+    """The re-reader on the source database (PostgreSQL, or MariaDB for a mariadb://
+    URL); `ConfigError` without a source."""
     if settings.source_url is None:
         raise ConfigError(
             "config: source_url: re-reading rows needs the source database", key="source_url"
         )
+    url = settings.source_url.get_secret_value()
+    if is_mariadb_url(url):
+        yield MariaDbRows(parse_url(url))
+        return
     engine: sa.Engine = create_engine(settings.source_url, name="source")
     try:
         check_connection(engine, name="source")

@@ -13,8 +13,15 @@ from cdc_recon.config import Settings, TableMapping
 from cdc_recon.exceptions import ConfigError, UsageError
 from cdc_recon.kafka.window import WindowReader
 from cdc_recon.replay.changes import ReplaySummary, chunks, reread_events
-from cdc_recon.replay.sinks import Sink, avro_decoder, select_tables, source_reader, target_sink
-from cdc_recon.source_db.rows import SourceRead, SourceRows
+from cdc_recon.replay.sinks import (
+    RowReader,
+    Sink,
+    avro_decoder,
+    select_tables,
+    source_reader,
+    target_sink,
+)
+from cdc_recon.source_db.rows import SourceRead
 
 LOG = logging.getLogger("cdc_recon.replay")
 SOURCES = ("kafka", "source-db")
@@ -128,7 +135,7 @@ def _from_source(
 
 
 def _all_rows(
-    rows: SourceRows, mappings: Sequence[TableMapping], size: int
+    rows: RowReader, mappings: Sequence[TableMapping], size: int
 ) -> Iterator[tuple[TableMapping, SourceRead, int]]:
     for mapping in mappings:
         for read in rows.scan(mapping, size):
@@ -136,7 +143,7 @@ def _all_rows(
 
 
 def _changed_rows(
-    rows: SourceRows, mappings: Sequence[TableMapping], keys: dict[str, list[str]], size: int
+    rows: RowReader, mappings: Sequence[TableMapping], keys: dict[str, list[str]], size: int
 ) -> Iterator[tuple[TableMapping, SourceRead, int]]:
     """Re-reads of the changed keys; the last read of a chunk carries its unresolved count."""
     for mapping in mappings:

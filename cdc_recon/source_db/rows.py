@@ -81,6 +81,25 @@ class SourceRead:
     # The absent keys' values as the key columns' types hold them (a delete's key must
     # have the types a message key would: 3, not "3").
     absent_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Another source family's position and transaction marker (a MariaDB re-read:
+    # binlog (file index, position, 0), `file:position`, "mysql"); PostgreSQL's are
+    # `lsn` and `xid`.
+    position: tuple[int, ...] = ()
+    tx: str = ""
+    connector: str = "postgresql"
+
+    @property
+    def position_parts(self) -> tuple[int, ...]:
+        return self.position or (self.lsn,)
+
+    @property
+    def transaction(self) -> str:
+        return self.tx or str(self.xid)
+
+    @property
+    def where(self) -> str:
+        """Where in the source's log the read was, for an operator."""
+        return f"binlog {self.tx}" if self.tx else f"LSN {self.lsn}"
 
 
 @dataclass(frozen=True)

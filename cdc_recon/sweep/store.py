@@ -137,8 +137,10 @@ class SweepStore:
         *,
         transactions: bool,
         run_id: int,
+        classify: Callable[[Any, dict[str, Any]], bool] | None = None,
     ) -> Classified:
-        """Stage (via `stage(cursor)`), classify and record one window; not committed."""
+        """Stage (via `stage(cursor)`), classify (by `classify(cursor, params)` when it
+        says it did, else by change id) and record one window; not committed."""
         self._prepare()
         with self.conn.cursor() as cur:
             staged = stage(cur)
@@ -153,6 +155,8 @@ class SweepStore:
             }
             if transactions:
                 cur.execute(sql.classify_transactions(self.schema), params)
+            elif classify is not None and classify(cur, params):
+                pass
             else:
                 cur.execute(sql.open_entries(self.schema), params)
                 cur.execute(sql.analyze_open())

@@ -233,6 +233,7 @@ class _Sweep:
                 step_context,
                 transactions=self.adapter.transactions,
                 run_id=self.result.run_id or 0,
+                classify=functools.partial(self.adapter.classify, window=step),
             )
             held = counts.earliest_in_flight
             swept_until = max(step.start, min(step.end, held)) if held else step.end

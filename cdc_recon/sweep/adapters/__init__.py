@@ -3,6 +3,8 @@
     pg_trigger   a change-log table in the source fed by row triggers (`source install`)
     debezium_tx  Debezium's transaction metadata topic (event counts per transaction)
     kafka_topic  the CDC topics themselves (skipped and quarantined messages)
+    mariadb_trigger  a change-log table in a MariaDB source fed by row triggers, matched
+                 by count per (table, key, op, second)
 
 `open_adapter(settings)` builds the one `sweeper.adapter` names.
 """
@@ -22,6 +24,10 @@ def open_adapter(settings: Settings) -> ChangeSource:
         from cdc_recon.sweep.adapters.pg_trigger import PgTriggerLog
 
         return PgTriggerLog(settings)
+    if adapter == "mariadb_trigger":
+        from cdc_recon.sweep.adapters.mariadb_trigger import MariaDbTriggerLog
+
+        return MariaDbTriggerLog(settings)
     if adapter == "debezium_tx":
         from cdc_recon.sweep.adapters.debezium_tx import DebeziumTransactions
 

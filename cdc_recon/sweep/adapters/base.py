@@ -96,6 +96,11 @@ class ChangeSource(Protocol):
         """Load the window's evidence into the target's stage; returns the rows loaded."""
         ...
 
+    def classify(self, cursor: Any, params: dict[str, Any], *, window: Window) -> bool:
+        """Classify the staged window into the open entries itself (True), or leave it to
+        the sweeper's anti-join by change id (False). `params` are the sweeper's."""
+        ...
+
     def prune(self, before: dt.datetime) -> int:
         """Drop evidence older than `before` (retention); returns the rows dropped."""
         ...

@@ -118,6 +118,9 @@ class DebeziumTransactions:
     def _rows(self, parsed: Iterable[list[TxTable]]) -> list[TxTable]:
         return [row for rows in parsed for row in rows if row.table in self.tables]
 
+    def classify(self, cursor: Any, params: dict[str, Any], *, window: Window) -> bool:
+        return False  # the sweeper's anti-join by change id
+
     def prune(self, before: dt.datetime) -> int:
         return 0  # Kafka's retention prunes the topic
 

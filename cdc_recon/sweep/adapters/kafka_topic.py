@@ -111,6 +111,9 @@ class KafkaTopics:
             key = mapping.key if mapping is not None else None
         return stage_line(message, decoded, key)
 
+    def classify(self, cursor: Any, params: dict[str, Any], *, window: Window) -> bool:
+        return False  # the sweeper's anti-join by change id
+
     def prune(self, before: dt.datetime) -> int:
         return 0  # Kafka's retention prunes the topics
 

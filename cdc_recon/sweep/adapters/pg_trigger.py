@@ -179,6 +179,9 @@ class PgTriggerLog:
                 params.update(last_at=last_at.decode(), last_id=int(last_id))
                 resume = True
 
+    def classify(self, cursor: Any, params: dict[str, Any], *, window: Window) -> bool:
+        return False  # the sweeper's anti-join by change id
+
     def prune(self, before: dt.datetime) -> int:
         with raw_connection(self.engine, name="source") as conn, conn.cursor() as cur:
             cur.execute(sql.prune(self.schema), {"cutoff": before})
