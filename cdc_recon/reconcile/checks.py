@@ -44,14 +44,15 @@ def check_counts(ctx: CheckContext, spec: TableSpec) -> CheckResult:
     bucket = (config.date_bucket.column, config.date_bucket.unit) if config.date_bucket else None
     target_groups = tuple(spec.target_name(c) for c in config.group_by)
     target_bucket = (spec.target_name(bucket[0]), bucket[1]) if bucket else None
+    families = spec.pair_families(config.group_by) if spec.across_engines else None
     with ctx.source.connect() as s, ctx.target.connect() as t:
         totals = (
-            check_sql.group_counts(s, spec.source_shape, ())[()],
-            check_sql.group_counts(t, spec.target_shape, ())[()],
+            check_sql.group_counts(s, spec.source_shape, (), None, families and [])[()],
+            check_sql.group_counts(t, spec.target_shape, (), None, families and [])[()],
         )
         grouped = config.group_by or bucket
-        left = check_sql.group_counts(s, spec.source_shape, config.group_by, bucket)
-        right = check_sql.group_counts(t, spec.target_shape, target_groups, target_bucket)
+        left = check_sql.group_counts(s, spec.source_shape, config.group_by, bucket, families)
+        right = check_sql.group_counts(t, spec.target_shape, target_groups, target_bucket, families)
     findings = []
     if totals[0] != totals[1]:
         findings.append(_count_finding(spec, "total", None, totals[0], totals[1]))

@@ -59,12 +59,17 @@ class TableSpec:
 
     def families(self) -> list[str]:
         """The canonical family of each key and compared column (across engines)."""
+        return self.pair_families(self.key + self.compared)
+
+    def pair_families(self, columns: tuple[str, ...]) -> list[str]:
+        """The canonical family of each of the source's `columns` and its target column."""
         left, right = by_name(self.source_shape.engine), by_name(self.target_shape.engine)
         return [
             pair_family(
-                left.family(self.source_shape.column(s)), right.family(self.target_shape.column(t))
+                left.family(self.source_shape.column(c)),
+                right.family(self.target_shape.column(self.target_name(c))),
             )
-            for s, t in zip(self.key + self.compared, self.target_key + self.columns, strict=True)
+            for c in columns
         ]
 
     @property

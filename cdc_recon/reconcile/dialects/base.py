@@ -78,6 +78,10 @@ class Dialect(Protocol):
     def canonical(self, column_sql: str, column: Column, family: str) -> str:
         """The column's canonical text in `family` (NULL stays NULL)."""
 
+    def day_of(self, column_sql: str, column: Column, unit: str) -> str:
+        """The first day (`YYYY-MM-DD`) of the `unit` (hour .. year) holding the value,
+        in UTC; weeks start on Monday."""
+
     def row_hash(self, texts: Sequence[str]) -> str:
         """A signed 64-bit integer from canonical texts: `canonical.row_hash_of`."""
 

@@ -113,6 +113,17 @@ class MariaDb:
             return f"LOWER(HEX({c}))"
         return f"CAST({c} AS CHAR)"
 
+    def day_of(self, column_sql: str, column: Column, unit: str) -> str:
+        day = f"CAST({column_sql} AS DATE)"
+        first = {
+            "hour": day,
+            "day": day,
+            "week": f"{day} - INTERVAL WEEKDAY({day}) DAY",
+            "month": f"{day} - INTERVAL (DAYOFMONTH({day}) - 1) DAY",
+            "year": f"MAKEDATE(YEAR({day}), 1)",
+        }[unit]
+        return f"CAST({first} AS CHAR)"
+
     def row_hash(self, texts: Sequence[str]) -> str:
         parts = [f"COALESCE(CONCAT(CHAR_LENGTH({t}), ':', {t}), '{NULL}')" for t in texts]
         digest = f"MD5(CONCAT({', '.join(parts) or repr('')}))"

@@ -112,6 +112,10 @@ class PostgreSql:
             return f"({c})::jsonb::text"
         return f"({c})::text"
 
+    def day_of(self, column_sql: str, column: Column, unit: str) -> str:
+        utc = f"({column_sql} AT TIME ZONE 'UTC')" if column.base == "timestamptz" else column_sql
+        return f"to_char(date_trunc('{_unit(unit)}', {utc}), 'YYYY-MM-DD')"
+
     def row_hash(self, texts: Sequence[str]) -> str:
         parts = [f"coalesce(length({t}) || ':' || {t}, '{NULL}')" for t in texts]
         return f"('x' || substr(md5({' || '.join(parts) or repr('')}), 1, 16))::bit(64)::bigint"
@@ -140,6 +144,12 @@ class PostgreSql:
     def sample(self, table_sql: str, key_sql: str, limit: str, percent: str | None) -> str:
         sampled = f" TABLESAMPLE BERNOULLI ({percent})" if percent else ""
         return f"SELECT {key_sql} FROM {table_sql}{sampled} ORDER BY random() LIMIT {limit}"
+
+
+def _unit(unit: str) -> str:
+    if unit not in ("hour", "day", "week", "month", "year"):
+        raise ValueError(f"not a date bucket unit: {unit!r}")
+    return unit
 
 
 POSTGRESQL = PostgreSql()
