@@ -82,8 +82,7 @@ SOURCE_PLANTED = (
     "UPDATE items SET name = '' WHERE id = 12346",
     "SET time_zone = '+05:00'",
     "UPDATE items SET at = '2024-06-01 17:00:00.25' WHERE id = 70",  # 12:00:00.25 UTC
-    "UPDATE items SET doc = '{\"b\": [1, 2], \"a\": {\"y\": 1.50, \"x\": null}}' "
-    "WHERE id IN (50, 51)",
+    'UPDATE items SET doc = \'{"b": [1, 2], "a": {"y": 1.50, "x": null}}\' WHERE id IN (50, 51)',
 )
 TARGET_PLANTED = (
     "UPDATE {t} SET amount = amount + 1 WHERE id IN (17, 9000)",
