@@ -61,16 +61,17 @@ class TableSpec:
         """The canonical family of each key and compared column (across engines)."""
         return self.pair_families(self.key + self.compared)
 
+    def type_families(self, column: str) -> tuple[str, str]:
+        """(source family, target family) of a source column and its target column."""
+        left, right = by_name(self.source_shape.engine), by_name(self.target_shape.engine)
+        return (
+            left.family(self.source_shape.column(column)),
+            right.family(self.target_shape.column(self.target_name(column))),
+        )
+
     def pair_families(self, columns: tuple[str, ...]) -> list[str]:
         """The canonical family of each of the source's `columns` and its target column."""
-        left, right = by_name(self.source_shape.engine), by_name(self.target_shape.engine)
-        return [
-            pair_family(
-                left.family(self.source_shape.column(c)),
-                right.family(self.target_shape.column(self.target_name(c))),
-            )
-            for c in columns
-        ]
+        return [pair_family(*self.type_families(c)) for c in columns]
 
     @property
     def integer_key(self) -> bool:

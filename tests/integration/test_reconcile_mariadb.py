@@ -136,3 +136,70 @@ def test_each_planted_difference_is_found_and_nothing_else(
     assert findings(report) == EXPECTED
     counts = next(r for r in report.results if r.check == "counts")
     assert (counts.stats["source_rows"], counts.stats["target_rows"]) == (ROWS, ROWS - 1)
+
+
+def test_sample_and_schema_across_engines(pair: tuple[MariaDb, Database]) -> None:
+    """The sample finds a changed row among equal ones; the schema check compares type
+    families (DATETIME(6) = timestamptz, CHAR(36) carries a uuid) and finds a real drift;
+    the values of the drifted column still compare as instants (its text is parsed)."""
+    source, target = pair
+    pg_run(target, "UPDATE {t} SET amount = amount + 1", "ALTER TABLE {t} ALTER ts TYPE text")
+    settings = settings_for(source, target, {"sample_margin": 0.05})
+    report = run_reconcile(settings, checks=["sample", "schema"])
+    sample = next(r for r in report.results if r.check == "sample")
+    assert sample.status == "FAIL" and sample.stats["errors"] == sample.stats["sampled"] > 300
+    assert {f.columns for f in sample.findings} == {("amount",)}
+    schema = next(r for r in report.results if r.check == "schema")
+    assert [(f.columns, f.detail["families"]) for f in schema.findings] == [
+        (("ts",), ["timestamp", "text"])
+    ]
+
+
+KEYED_DDL = """CREATE TABLE pairs (a VARCHAR(20), b VARCHAR(20), v INT, PRIMARY KEY (a, b))
+    COLLATE utf8mb4_general_ci"""
+KEYED_ROWS = [
+    ("x,y", "z", 1),
+    ("x", "y,z", 2),
+    ('a"b', "[1]", 3),
+    ("K", "k", 4),
+    ("trail ", "t", 5),
+]
+KEYED_ROWS += [(f"k{n:05}", "v", n) for n in range(3000)]
+
+
+def test_composite_text_keys_under_a_case_insensitive_collation(
+    mariadb_db: MariaDb,  # noqa: F811
+    target_db: Database,
+) -> None:
+    """Keys are compared byte for byte although utf8mb4_general_ci calls 'K' = 'k' and
+    'trail ' = 'trail': a key that differs only so is missing on one side and extra on
+    the other. Values holding the separator (',') or JSON syntax are keys like others."""
+    mariadb_db.run(KEYED_DDL)
+    mariadb_db.insert("INSERT INTO pairs VALUES (%s, %s, %s)", KEYED_ROWS)
+    table = target_db.table("pairs")
+    with target_db.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (a text, b text, v int, PRIMARY KEY (a, b))")
+        rows = [r for r in KEYED_ROWS if r[0] not in ("K", "trail ")]
+        rows += [("k", "k", 4), ("trail", "t", 5)]
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+        conn.exec_driver_sql(f"UPDATE {table} SET v = 20 WHERE a = 'x' AND b = 'y,z'")
+    entry = {"source": mariadb_db.table("pairs"), "target": f"{target_db.schema}.pairs"}
+    settings = load_settings(
+        source_url=mariadb_db.url,
+        target_url=target_db.url,
+        control_schema=target_db.schema,
+        reconcile={
+            "segment_rows": 1000,
+            "bisection_factor": 4,
+            "bisection_threshold": 30,
+            "tables": [entry],
+        },
+    )
+    report = run_reconcile(settings, checks=["checksums"])
+    assert findings(report) == {
+        'mismatch ["x", "y,z"]': ("v",),
+        'missing ["K", "k"]': (),
+        'extra ["k", "k"]': (),
+        'missing ["trail ", "t"]': (),
+        'extra ["trail", "t"]': (),
+    }

@@ -67,6 +67,26 @@ def pair_family(source: str, target: str) -> str:
     return next((f for f in _PREFERRED if f in kinds), "text")
 
 
+CARRIED_BY_TEXT = frozenset({"uuid", "json", "text"})
+
+
+def compatible_families(source: str, target: str) -> bool:
+    """The schema check across engines: a column's types agree when their families do,
+    when text carries a uuid or json (MariaDB CHAR(36), JSON as LONGTEXT), or when an
+    integer widens to a numeric.
+
+    >>> compatible_families("text", "uuid"), compatible_families("int", "numeric")
+    (True, True)
+    >>> compatible_families("timestamp", "text"), compatible_families("numeric", "int")
+    (False, False)
+    """
+    if source == target:
+        return True
+    if source == "text":
+        return target in CARRIED_BY_TEXT
+    return (source, target) == ("int", "numeric")
+
+
 def encode(texts: Sequence[str | None]) -> str:
     """The text a row hash is taken of (see the module docstring)."""
     return "".join(NULL if t is None else f"{len(t)}:{t}" for t in texts)
