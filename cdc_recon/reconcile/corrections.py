@@ -141,8 +141,13 @@ def correct_run(
 
 def _source_images(source: sa.Engine, spec: TableSpec, todo: list[Correction]) -> dict[str, str]:
     keys = [c.key for c in todo if c.kind in ("insert", "update")]
+    names = carried(spec)
     with source.connect() as conn:
-        return fixes.source_images(conn, spec.sides()[0], keys, carried(spec))
+        if not spec.across_engines:
+            return fixes.source_images(conn, spec.sides()[0], keys, names)
+        families = spec.pair_families(tuple(s for s, _ in names))
+        side = spec.sides()[0]
+        return fixes.source_images(conn, side, keys, names, spec.source_shape, families)
 
 
 def _statement(

@@ -5,11 +5,14 @@ Each case of issue 18 writes rows to both databases and asserts the exact findin
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cdc_recon.config import Settings, load_settings
+from cdc_recon.reconcile.corrections import correct_run
 from cdc_recon.reconcile.runner import ReconcileReport, run_reconcile
 from tests.conftest import Database
 from tests.integration.xengine import MariaDb, mariadb_db  # noqa: F401 (fixture)
@@ -203,3 +206,50 @@ def test_composite_text_keys_under_a_case_insensitive_collation(
         'missing ["trail ", "t"]': (),
         'extra ["trail", "t"]': (),
     }
+
+
+def test_apply_corrects_the_target_from_mariadb_and_refuses_rows_changed_since(
+    pair: tuple[MariaDb, Database],
+) -> None:
+    """Every planted difference is corrected from the MariaDB source (json, bytes, an
+    instant, a double, an uuid written back as PostgreSQL reads them), except a row the
+    target changed after the check (compare-and-set); extras wait for review."""
+    source, target = pair
+    source.run(*SOURCE_PLANTED)
+    pg_run(target, *TARGET_PLANTED)
+    settings = settings_for(source, target)
+    report = run_reconcile(settings, checks=["checksums"])
+    pg_run(target, "UPDATE {t} SET amount = 555 WHERE id = 9000")  # changed after the check
+    done = correct_run(settings, report.run_id, apply=True)
+    assert done.counts == {
+        "insert/applied": 3,
+        "update/applied": 11,
+        "update/refused": 1,
+        "review/queued": 2,
+    }
+    again = run_reconcile(settings, checks=["checksums", "counts"])
+    assert findings(again) == {
+        'mismatch ["9000"]': ("amount",),
+        'extra ["25000"]': (),
+        'extra ["1000000000000"]': (),
+    }
+
+
+def test_export_sql_from_mariadb_fixes_the_target_when_run(
+    pair: tuple[MariaDb, Database], tmp_path: Path
+) -> None:
+    source, target = pair
+    source.run(*SOURCE_PLANTED)
+    pg_run(target, *TARGET_PLANTED)
+    settings = settings_for(source, target)
+    report = run_reconcile(settings, checks=["checksums"])
+    path = tmp_path / "fix.sql"
+    summary = correct_run(settings, report.run_id, delete_extras=True, export_sql=path)
+    assert summary.counts["delete/exported"] == 2
+    psql = subprocess.run(
+        ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path), target.url],
+        capture_output=True,
+        text=True,
+    )
+    assert psql.returncode == 0, psql.stderr
+    assert run_reconcile(settings, checks=["checksums", "counts"]).status == "PASS"

@@ -82,6 +82,12 @@ class Dialect(Protocol):
         """The first day (`YYYY-MM-DD`) of the `unit` (hour .. year) holding the value,
         in UTC; weeks start on Monday."""
 
+    def image_value(self, column_sql: str, column: Column, family: str) -> str:
+        """The column as a value of a row image for jsonb_populate_record (corrections)."""
+
+    def row_image(self, pairs: Sequence[tuple[str, str]]) -> str:
+        """A JSON object text of (label, value) pairs (corrections' source images)."""
+
     def row_hash(self, texts: Sequence[str]) -> str:
         """A signed 64-bit integer from canonical texts: `canonical.row_hash_of`."""
 

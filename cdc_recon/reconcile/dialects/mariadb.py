@@ -124,6 +124,16 @@ class MariaDb:
         }[unit]
         return f"CAST({first} AS CHAR)"
 
+    def image_value(self, column_sql: str, column: Column, family: str) -> str:
+        if family == "json":
+            return f"JSON_EXTRACT({column_sql}, '$')"
+        if family == "bytes":  # bytea's hex input: a backslash, x, the digits
+            return f"CONCAT(CHAR(92 USING utf8mb4), 'x', LOWER(HEX({column_sql})))"
+        return self.canonical(column_sql, column, family)
+
+    def row_image(self, pairs: Sequence[tuple[str, str]]) -> str:
+        return f"CAST(JSON_OBJECT({', '.join(f'{k}, {v}' for k, v in pairs)}) AS CHAR)"
+
     def row_hash(self, texts: Sequence[str]) -> str:
         parts = [f"COALESCE(CONCAT(CHAR_LENGTH({t}), ':', {t}), '{NULL}')" for t in texts]
         digest = f"MD5(CONCAT({', '.join(parts) or repr('')}))"

@@ -116,6 +116,17 @@ class PostgreSql:
         utc = f"({column_sql} AT TIME ZONE 'UTC')" if column.base == "timestamptz" else column_sql
         return f"to_char(date_trunc('{_unit(unit)}', {utc}), 'YYYY-MM-DD')"
 
+    def image_value(self, column_sql: str, column: Column, family: str) -> str:
+        return column_sql
+
+    def row_image(self, pairs: Sequence[tuple[str, str]]) -> str:
+        chunks = [pairs[i : i + 40] for i in range(0, len(pairs), 40)]  # 100 arguments at most
+        built = [
+            "jsonb_build_object(" + ", ".join(f"{k}::text, {v}" for k, v in chunk) + ")"
+            for chunk in chunks
+        ]
+        return f"({' || '.join(built) or repr('{}') + '::jsonb'})::text"
+
     def row_hash(self, texts: Sequence[str]) -> str:
         parts = [f"coalesce(length({t}) || ':' || {t}, '{NULL}')" for t in texts]
         return f"('x' || substr(md5({' || '.join(parts) or repr('')}), 1, 16))::bit(64)::bigint"
