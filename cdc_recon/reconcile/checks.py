@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError
-from cdc_recon.pg.sql import quote_ident
 from cdc_recon.reconcile import check_sql, sampling
 from cdc_recon.reconcile import segment_sql as sql
 from cdc_recon.reconcile.checksums import ChecksumDiff
@@ -97,8 +96,10 @@ def _incremental(ctx: CheckContext, spec: TableSpec, since: dt.datetime) -> Chec
         )
     source, target = spec.sides()
     with ctx.source.connect() as s, ctx.target.connect() as t:
-        keys = set(sql.changed_keys(s, source, quote_ident(column), since))
-        keys |= set(sql.changed_keys(t, target, quote_ident(spec.target_name(column)), since))
+        changed = source.dialect.quote_ident(column)
+        keys = set(sql.changed_keys(s, source, changed, since))
+        changed = target.dialect.quote_ident(spec.target_name(column))
+        keys |= set(sql.changed_keys(t, target, changed, since))
         ordered = sorted(keys)
         left = sql.fetch_keys(s, source, ordered)
         right = sql.fetch_keys(t, target, ordered)

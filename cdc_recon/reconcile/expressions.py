@@ -41,7 +41,7 @@ from typing import Literal
 
 from cdc_recon.pg.sql import quote_ident, quote_table
 from cdc_recon.reconcile.dialects.base import Column, Dialect, KeyValues, Params
-from cdc_recon.reconcile.dialects.canonical import FETCHED
+from cdc_recon.reconcile.dialects.canonical import FETCHED, prefixed
 from cdc_recon.reconcile.dialects.postgresql import POSTGRESQL
 
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
@@ -143,7 +143,11 @@ class SideSql:
         each as its dialect's canonical text; fetched families leave the row hash."""
         key_texts = [dialect.canonical(dialect.quote_ident(c.name), c, f) for c, f in keys]
         texts = [dialect.canonical(dialect.quote_ident(c.name), c, f) for c, f in values]
-        hashed = [t for t, (_, f) in zip(texts, values, strict=True) if f not in FETCHED]
+        hashed = [
+            (t, prefixed(f))
+            for t, (_, f) in zip(key_texts + texts, [*keys, *values], strict=True)
+            if f not in FETCHED
+        ]
         return cls(
             table=dialect.quote_table(table),
             keys=tuple(dialect.quote_ident(c.name) for c, _ in keys),
@@ -151,7 +155,7 @@ class SideSql:
             key_norm=tuple(key_texts),
             values=tuple(texts),
             dialect=dialect,
-            canonical_hash=dialect.row_hash(key_texts + hashed),
+            canonical_hash=dialect.row_hash(hashed),
             fetched=tuple(f if f in FETCHED else None for _, f in values),
             integer=len(keys) == 1 and keys[0][1] == "int",
         )

@@ -88,8 +88,9 @@ class Dialect(Protocol):
     def row_image(self, pairs: Sequence[tuple[str, str]]) -> str:
         """A JSON object text of (label, value) pairs (corrections' source images)."""
 
-    def row_hash(self, texts: Sequence[str]) -> str:
-        """A signed 64-bit integer from canonical texts: `canonical.row_hash_of`."""
+    def row_hash(self, texts: Sequence[tuple[str, bool]]) -> str:
+        """A signed 64-bit integer from canonical texts, each with whether it is
+        length-prefixed: `canonical.row_hash_of`."""
 
     def key_text(self, texts: Sequence[str]) -> str:
         """A JSON array text of the key's canonical texts."""

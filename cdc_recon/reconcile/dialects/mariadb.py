@@ -4,7 +4,8 @@ The canonical texts of `canonical.py`, as MariaDB computes them in a '+00:00' se
 
     int        CAST(c AS CHAR)             (BIGINT UNSIGNED in full, to 2^64-1)
     numeric    DECIMAL(p,s>0): the text without trailing zeros and point, 0 as `0`
-    timestamp  CAST(CAST(c AS DATETIME(6)) AS CHAR), a zero date as NULL
+    timestamp  CAST(CAST(c AS DATETIME(6)) AS CHAR) (of a (6) column: CAST(c AS CHAR)),
+               a zero date as NULL
     date       CAST(CAST(c AS DATE) AS CHAR), a zero date as NULL
     bool       CASE WHEN c <> 0 THEN 't' WHEN c = 0 THEN 'f' END (TINYINT(1), BIT(1))
     uuid       LOWER(c)                    bytes      LOWER(HEX(c))
@@ -102,7 +103,11 @@ class MariaDb:
                 return f"CASE WHEN {c} = 0 THEN '0' ELSE {trimmed} END"
             return f"CAST({c} AS CHAR)"
         if family == "timestamp":
-            return f"NULLIF(CAST(CAST({c} AS DATETIME(6)) AS CHAR), {_ZERO_TIME})"
+            if column.base in ("datetime", "timestamp") and column.type.endswith("(6)"):
+                c = f"CAST({c} AS CHAR)"  # prints its six digits already, at a third the cost
+            else:
+                c = f"CAST(CAST({c} AS DATETIME(6)) AS CHAR)"
+            return f"NULLIF({c}, {_ZERO_TIME})"
         if family == "date":
             return f"NULLIF(CAST(CAST({c} AS DATE) AS CHAR), {_ZERO_DATE})"
         if family == "bool":
@@ -134,9 +139,14 @@ class MariaDb:
     def row_image(self, pairs: Sequence[tuple[str, str]]) -> str:
         return f"CAST(JSON_OBJECT({', '.join(f'{k}, {v}' for k, v in pairs)}) AS CHAR)"
 
-    def row_hash(self, texts: Sequence[str]) -> str:
-        parts = [f"COALESCE(CONCAT(CHAR_LENGTH({t}), ':', {t}), '{NULL}')" for t in texts]
-        digest = f"MD5(CONCAT({', '.join(parts) or repr('')}))"
+    def row_hash(self, texts: Sequence[tuple[str, bool]]) -> str:
+        parts = [
+            f"COALESCE(CONCAT(CHAR_LENGTH({t}), ':', {t}), '{NULL}')"
+            if prefix
+            else f"COALESCE({t}, '{NULL}')"
+            for t, prefix in texts
+        ]
+        digest = f"MD5(CONCAT_WS(',', {', '.join(parts) or repr('')}))"
         return f"CAST(CONV(LEFT({digest}, 16), 16, -10) AS SIGNED)"
 
     def key_text(self, texts: Sequence[str]) -> str:

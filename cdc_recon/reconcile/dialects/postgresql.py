@@ -127,9 +127,15 @@ class PostgreSql:
         ]
         return f"({' || '.join(built) or repr('{}') + '::jsonb'})::text"
 
-    def row_hash(self, texts: Sequence[str]) -> str:
-        parts = [f"coalesce(length({t}) || ':' || {t}, '{NULL}')" for t in texts]
-        return f"('x' || substr(md5({' || '.join(parts) or repr('')}), 1, 16))::bit(64)::bigint"
+    def row_hash(self, texts: Sequence[tuple[str, bool]]) -> str:
+        parts = [
+            f"coalesce(length({t}) || ':' || {t}, '{NULL}')"
+            if prefix
+            else f"coalesce({t}, '{NULL}')"
+            for t, prefix in texts
+        ]
+        joined = " || ',' || ".join(parts) or "''"
+        return f"('x' || substr(md5({joined}), 1, 16))::bit(64)::bigint"
 
     def key_text(self, texts: Sequence[str]) -> str:
         return f"json_build_array({', '.join(texts)})::text"
