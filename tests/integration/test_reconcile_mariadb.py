@@ -253,3 +253,62 @@ def test_export_sql_from_mariadb_fixes_the_target_when_run(
     )
     assert psql.returncode == 0, psql.stderr
     assert run_reconcile(settings, checks=["checksums", "counts"]).status == "PASS"
+
+
+def test_temporal_rules_integrity_and_incremental_from_mariadb(
+    pair: tuple[MariaDb, Database],
+) -> None:
+    """The other checks with a MariaDB source: a 1-µs newer target time is `ahead`,
+    a rule's per-group counts differ where rows were deleted or added, the target's
+    foreign key finds its orphans, and an incremental run reads only the changed keys."""
+    source, target = pair
+    child = f"{target.schema}.items_child"
+    pg_run(
+        target,
+        f"CREATE TABLE {child} (id int PRIMARY KEY, item bigint)",
+        f"INSERT INTO {child} VALUES (1, 2), (2, 99999999)",
+    )
+    entry = {
+        "source": source.table("items"),
+        "target": f"{target.schema}.items",
+        "temporal_column": "ts",
+        "updated_column": "at",
+    }
+    rule = {
+        "name": "per ten thousand",
+        "source_query": f"SELECT id DIV 10000, count(*) FROM {source.table('items')} GROUP BY 1",
+        "target_query": f"SELECT id / 10000, count(*) FROM {target.schema}.items GROUP BY 1",
+    }
+    settings = load_settings(
+        source_url=source.url,
+        target_url=target.url,
+        control_schema=target.schema,
+        reconcile={
+            "tables": [entry],
+            "rules": [rule],
+            "foreign_keys": [
+                {
+                    "table": f"{target.schema}.items",
+                    "columns": ["id"],
+                    "references": child,
+                    "ref_columns": ["id"],
+                }
+            ],
+        },
+    )
+    assert run_reconcile(settings, checks=["checksums"]).status == "PASS"
+    pg_run(
+        target,
+        *TARGET_PLANTED[3:5],
+        "UPDATE {t} SET ts = ts + interval '1 microsecond' WHERE id = 60",
+    )
+    report = run_reconcile(settings, checks=["temporal", "rules", "integrity"])
+    assert findings(report, "temporal") == {'ahead ["60"]': ("ts",)}
+    assert findings(report, "rules") == {'rule ["0"]': (), 'rule ["100000000"]': ()}
+    orphans = next(r for r in report.results if r.check == "integrity").findings
+    assert [f.detail["orphans"] for f in orphans] == [ROWS - 2]  # all but ids 1 (gone) and 2
+    source.run("UPDATE items SET name = 'changed', at = NOW(6) WHERE id = 77")
+    incremental = run_reconcile(settings, checks=["checksums"], incremental=True)
+    result = next(r for r in incremental.results if r.check == "checksums")
+    assert result.stats["mode"] == "incremental" and result.stats["changed_keys"] == 1
+    assert findings(incremental) == {'mismatch ["77"]': ("name", "at")}
