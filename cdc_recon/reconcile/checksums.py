@@ -136,12 +136,8 @@ class ChecksumDiff:
         """The first-level segments (`stripe_count` of them) and, for a key that is not
         an integer, their thresholds: quantiles of the bigger side, read in one pass."""
         source, target = self.sides
-        # Across engines one side's scan (MariaDB's md5 per row) costs about twice the
-        # other's: one segment per worker lets the slow side use every worker while the
-        # fast side's share waits, instead of one worker idling through the slow scan.
-        readers = self.settings.workers * (2 if self.spec.across_engines else 1)
         parts = functools.partial(
-            stripe_count, segment_rows=self.settings.segment_rows, workers=readers
+            stripe_count, segment_rows=self.settings.segment_rows, workers=self.settings.workers
         )
         if self.spec.integer_key:
             with self.engines[0].connect() as s, self.engines[1].connect() as t:
