@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cdc_recon.pg.sql import quote_ident, quote_table
 from cdc_recon.reconcile.dialects.base import Column, Dialect, KeyValues, Params
@@ -130,6 +130,7 @@ class SideSql:
     canonical_hash: str | None = None  # across engines: the canonical row hash
     fetched: tuple[str | None, ...] = ()  # per value: its family when fetched, not hashed
     integer: bool = False  # a one-column integer key (buckets by binary search)
+    key_families: tuple[str, ...] = ()  # across engines: each key column's family
 
     @classmethod
     def canonical(
@@ -158,6 +159,7 @@ class SideSql:
             canonical_hash=dialect.row_hash(hashed),
             fetched=tuple(f if f in FETCHED else None for _, f in values),
             integer=len(keys) == 1 and keys[0][1] == "int",
+            key_families=tuple(f for _, f in keys),
         )
 
     @classmethod
@@ -205,6 +207,16 @@ class SideSql:
 
     def key_tuple(self) -> str:
         return _tuple(self.keys)
+
+    def bound(self, key: Sequence[Any]) -> KeyValues:
+        """A key read as canonical texts, as parameters: integer parts as integers, so
+        that MariaDB compares them as integers, not as doubles (exact past 2^53)."""
+        if not self.key_families:
+            return tuple(key)
+        return tuple(
+            int(v) if f == "int" and isinstance(v, str) else v
+            for v, f in zip(key, self.key_families, strict=True)
+        )
 
     def value_texts(self) -> list[str]:
         """The compared values as text (canonical ones already are)."""

@@ -42,7 +42,7 @@ def source_images(
     the image: canonical texts, which jsonb_populate_record reads as PostgreSQL reads
     their literals (json embedded as json, bytes as `\\x` hex)."""
     found: dict[str, str] = {}
-    values = [tuple(json.loads(key)) for key in keys]
+    values = [side.bound(json.loads(key)) for key in keys]
     for start in range(0, len(values), 1000):
         params = Params()
         if shape is None:

@@ -55,7 +55,7 @@ def split_points(
         f"SELECT {shown} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS rn "
         f"FROM {side.table} WHERE {where}) s WHERE mod(rn, {every_param}) = 0 ORDER BY rn"
     )
-    return [tuple(row) for row in conn.exec_driver_sql(sql, params).all()]
+    return [side.bound(row) for row in conn.exec_driver_sql(sql, params).all()]
 
 
 def checksum_buckets(
@@ -121,7 +121,7 @@ def fetch_segments(
 def fetch_keys(conn: sa.Connection, side: SideSql, keys: Sequence[str]) -> list[RowImage]:
     """The normalised rows of the given keys (key JSON texts), in batches."""
     found: list[RowImage] = []
-    values = [tuple(json.loads(key)) for key in keys]
+    values = [side.bound(json.loads(key)) for key in keys]
     for start in range(0, len(values), KEYS_PER_STATEMENT):
         params = Params()
         where = key_in(side, values[start : start + KEYS_PER_STATEMENT], params)

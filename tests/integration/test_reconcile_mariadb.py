@@ -312,3 +312,31 @@ def test_temporal_rules_integrity_and_incremental_from_mariadb(
     result = next(r for r in incremental.results if r.check == "checksums")
     assert result.stats["mode"] == "incremental" and result.stats["changed_keys"] == 1
     assert findings(incremental) == {'mismatch ["77"]': ("name", "at")}
+
+
+def test_composite_keys_with_unsigned_integers_past_two_to_the_53(
+    mariadb_db: MariaDb,  # noqa: F811
+    target_db: Database,
+) -> None:
+    """Neighbouring BIGINT UNSIGNED key parts that a double cannot tell apart are bound
+    as integers: the one changed row is found, its neighbours are not reported."""
+    big = 2**64 - 400
+    rows = [(big + n, "k", n) for n in range(300)]
+    mariadb_db.run("CREATE TABLE wide (k BIGINT UNSIGNED, s VARCHAR(5), v INT, PRIMARY KEY (k, s))")
+    mariadb_db.insert("INSERT INTO wide VALUES (%s, %s, %s)", rows)
+    table = target_db.table("wide")
+    with target_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (k numeric(20,0), s text, v int, PRIMARY KEY (k, s))"
+        )
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+        conn.exec_driver_sql(f"UPDATE {table} SET v = -1 WHERE k = %(k)s", {"k": big + 150})
+    entry = {"source": mariadb_db.table("wide"), "target": f"{target_db.schema}.wide"}
+    settings = load_settings(
+        source_url=mariadb_db.url,
+        target_url=target_db.url,
+        control_schema=target_db.schema,
+        reconcile={"bisection_factor": 4, "bisection_threshold": 3, "tables": [entry]},
+    )
+    report = run_reconcile(settings, checks=["checksums"])
+    assert findings(report) == {f'mismatch ["{big + 150}", "k"]': ("v",)}
