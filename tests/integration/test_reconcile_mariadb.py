@@ -318,8 +318,9 @@ def test_composite_keys_with_unsigned_integers_past_two_to_the_53(
     mariadb_db: MariaDb,  # noqa: F811
     target_db: Database,
 ) -> None:
-    """Neighbouring BIGINT UNSIGNED key parts that a double cannot tell apart are bound
-    as integers: the one changed row is found, its neighbours are not reported."""
+    """Neighbouring BIGINT UNSIGNED key parts that a double cannot tell apart: the one
+    changed row is found and its neighbours are not reported (key parts are bound as
+    integers, `SideSql.bound`; the key texts decide matches in any case)."""
     big = 2**64 - 400
     rows = [(big + n, "k", n) for n in range(300)]
     mariadb_db.run("CREATE TABLE wide (k BIGINT UNSIGNED, s VARCHAR(5), v INT, PRIMARY KEY (k, s))")

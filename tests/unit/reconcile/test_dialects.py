@@ -130,3 +130,11 @@ def test_a_merged_finding_has_the_columns_of_both_passes_in_order() -> None:
         ("mismatch", '["3"]', ("j",)),
     ]
     assert merged[0].source_values == ("1", "{}") and merged[0].target_hash == "h"
+
+
+def test_integer_key_parts_are_bound_as_integers_across_engines() -> None:
+    key = (Column("k", "bigint(20) unsigned", "bigint", False), "int")
+    text = (Column("s", "varchar(5)", "varchar", False), "text")
+    side = SideSql.canonical(MARIADB, "db.t", [key, text], [])
+    assert side.bound(["18446744073709551215", "7"]) == (18446744073709551215, "7")
+    assert SideSql.build("s.t", [("id", "bigint", "int8")], []).bound(["7"]) == ("7",)
