@@ -5,4 +5,5 @@ connection.py  `mariadb://user[:password]@host:port/db` URLs, connections (utf8m
                `session()`: a cursor committed at the end, driver errors translated
 errors.py      driver errors -> errors of our tree; which error numbers mean "wait"
 sql.py         backtick quoting of identifiers and `db.table` names
+engine.py      SQLAlchemy engines (`mysql+pymysql`) with the same sessions
 """

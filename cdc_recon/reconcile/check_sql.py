@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from cdc_recon.pg.sql import quote_ident, quote_table
 from cdc_recon.reconcile.catalog import TableShape
+from cdc_recon.reconcile.dialects import by_name
 from cdc_recon.reconcile.expressions import Params, normalised
 
 ORPHANS_SHOWN = 20
@@ -20,8 +21,12 @@ def group_counts(
     shape: TableShape,
     columns: Sequence[str],
     bucket: tuple[str, str] | None = None,
+    families: Sequence[str] | None = None,
 ) -> dict[tuple[str | None, ...], int]:
-    """Row counts per group of `columns` (and per `bucket` = (column, unit) of time)."""
+    """Row counts per group of `columns` (and per `bucket` = (column, unit) of time);
+    across engines, `families` name each group column's canonical family."""
+    if families is not None:
+        return _canonical_counts(conn, shape, columns, bucket, families)
     params = Params()
     groups = [f"({normalised(quote_ident(c), shape.column(c).base)})::text" for c in columns]
     if bucket is not None:
@@ -35,6 +40,29 @@ def group_counts(
     positions = ", ".join(str(i + 1) for i in range(len(groups)))
     sql = f"SELECT {listed}, count(*) FROM {quote_table(shape.table)} GROUP BY {positions}"
     return {tuple(row[:-1]): int(row[-1]) for row in conn.exec_driver_sql(sql, params).all()}
+
+
+def _canonical_counts(
+    conn: sa.Connection,
+    shape: TableShape,
+    columns: Sequence[str],
+    bucket: tuple[str, str] | None,
+    families: Sequence[str],
+) -> dict[tuple[str | None, ...], int]:
+    dialect = by_name(shape.engine)
+    table = dialect.quote_table(shape.table)
+    groups = [
+        dialect.canonical(dialect.quote_ident(c), shape.column(c), f)
+        for c, f in zip(columns, families, strict=True)
+    ]
+    if bucket is not None:
+        column, unit = bucket
+        groups.append(dialect.day_of(dialect.quote_ident(column), shape.column(column), unit))
+    if not groups:
+        return {(): int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())}
+    positions = ", ".join(str(i + 1) for i in range(len(groups)))
+    sql = f"SELECT {', '.join(groups)}, count(*) FROM {table} GROUP BY {positions}"
+    return {tuple(row[:-1]): int(row[-1]) for row in conn.exec_driver_sql(sql).all()}
 
 
 def orphans(

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError
-from cdc_recon.pg.sql import quote_ident
 from cdc_recon.reconcile import check_sql, sampling
 from cdc_recon.reconcile import segment_sql as sql
 from cdc_recon.reconcile.checksums import ChecksumDiff
@@ -44,14 +43,15 @@ def check_counts(ctx: CheckContext, spec: TableSpec) -> CheckResult:
     bucket = (config.date_bucket.column, config.date_bucket.unit) if config.date_bucket else None
     target_groups = tuple(spec.target_name(c) for c in config.group_by)
     target_bucket = (spec.target_name(bucket[0]), bucket[1]) if bucket else None
+    families = spec.pair_families(config.group_by) if spec.across_engines else None
     with ctx.source.connect() as s, ctx.target.connect() as t:
         totals = (
-            check_sql.group_counts(s, spec.source_shape, ())[()],
-            check_sql.group_counts(t, spec.target_shape, ())[()],
+            check_sql.group_counts(s, spec.source_shape, (), None, families and [])[()],
+            check_sql.group_counts(t, spec.target_shape, (), None, families and [])[()],
         )
         grouped = config.group_by or bucket
-        left = check_sql.group_counts(s, spec.source_shape, config.group_by, bucket)
-        right = check_sql.group_counts(t, spec.target_shape, target_groups, target_bucket)
+        left = check_sql.group_counts(s, spec.source_shape, config.group_by, bucket, families)
+        right = check_sql.group_counts(t, spec.target_shape, target_groups, target_bucket, families)
     findings = []
     if totals[0] != totals[1]:
         findings.append(_count_finding(spec, "total", None, totals[0], totals[1]))
@@ -96,8 +96,10 @@ def _incremental(ctx: CheckContext, spec: TableSpec, since: dt.datetime) -> Chec
         )
     source, target = spec.sides()
     with ctx.source.connect() as s, ctx.target.connect() as t:
-        keys = set(sql.changed_keys(s, source, quote_ident(column), since))
-        keys |= set(sql.changed_keys(t, target, quote_ident(spec.target_name(column)), since))
+        changed = source.dialect.quote_ident(column)
+        keys = set(sql.changed_keys(s, source, changed, since))
+        changed = target.dialect.quote_ident(spec.target_name(column))
+        keys |= set(sql.changed_keys(t, target, changed, since))
         ordered = sorted(keys)
         left = sql.fetch_keys(s, source, ordered)
         right = sql.fetch_keys(t, target, ordered)

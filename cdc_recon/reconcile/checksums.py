@@ -38,6 +38,7 @@ from cdc_recon.config.reconcile_settings import ReconcileSettings
 from cdc_recon.reconcile import segment_sql as sql
 from cdc_recon.reconcile.diff import diff_rows
 from cdc_recon.reconcile.expressions import KeyValues, SideSql
+from cdc_recon.reconcile.fetched import fetched_diffs, merge
 from cdc_recon.reconcile.model import EXTRA, MISSING, RowDiff
 from cdc_recon.reconcile.segments import (
     FIRST_LEVEL_BUCKETS,
@@ -117,7 +118,10 @@ class ChecksumDiff:
             finally:  # after an error, the segments nobody started are not started
                 for task in pending:
                     task.cancel()
-        self.stats.diffs = self._confirm(sorted(self.stats.diffs, key=lambda d: d.key))
+        diffs = self._confirm(sorted(self.stats.diffs, key=lambda d: d.key))
+        more, read = fetched_diffs(self.engines, self.sides, self.spec.columns)
+        self.stats.fetched_rows += read
+        self.stats.diffs = merge(diffs, more, self.spec.columns) if more else diffs
         return self.stats
 
     @contextlib.contextmanager
@@ -142,7 +146,7 @@ class ChecksumDiff:
                 if not lows:
                     return []
                 rows = self._estimate(s, t)
-            lo, hi = min(lows), max(b[1] for b in bounds if b[1] is not None) + 1
+            lo, hi = int(min(lows)), int(max(b[1] for b in bounds if b[1] is not None)) + 1
             points = [(p,) for p in integer_thresholds(lo, hi, parts(rows))]
             return [(s, None) for s in first_segments(points, rows, (lo,), (hi,))]
         with self.engines[0].connect() as s, self.engines[1].connect() as t:
@@ -174,7 +178,9 @@ class ChecksumDiff:
         cost grows with the number of buckets)."""
         cap = self.settings.bisection_factor
         if segment.depth == 0 and len(self.spec.key) == 1:
-            cap = max(cap, FIRST_LEVEL_BUCKETS)
+            integer = self.spec.integer_key
+            most = [s.dialect.first_level_buckets(integer, FIRST_LEVEL_BUCKETS) for s in self.sides]
+            cap = max(cap, min(most))
         wanted = math.ceil(segment.rows / self.settings.bisection_threshold)
         return max(2, min(cap, wanted))
 

@@ -142,7 +142,17 @@ def correct_run(
 def _source_images(source: sa.Engine, spec: TableSpec, todo: list[Correction]) -> dict[str, str]:
     keys = [c.key for c in todo if c.kind in ("insert", "update")]
     with source.connect() as conn:
-        return fixes.source_images(conn, spec.sides()[0], keys, carried(spec))
+        return source_images(conn, spec, keys)
+
+
+def source_images(conn: sa.Connection, spec: TableSpec, keys: list[str]) -> dict[str, str]:
+    """key → the source row's image under target names, in the source's dialect."""
+    names = carried(spec)
+    side = spec.sides()[0]
+    if not spec.across_engines:
+        return fixes.source_images(conn, side, keys, names)
+    families = spec.pair_families(tuple(s for s, _ in names))
+    return fixes.source_images(conn, side, keys, names, spec.source_shape, families)
 
 
 def _statement(

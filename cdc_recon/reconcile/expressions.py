@@ -27,6 +27,10 @@ xor a duplicated row does not cancel out):
 fast64 uses PostgreSQL's internal hash functions: use md5 when the two servers differ in
 major version or byte order. Both databases must compute a row's hash the same way;
 the diff of small segments compares the normalised texts themselves.
+
+Across engines (a MariaDB source), `SideSql.canonical` builds each side from its
+dialect instead: canonical texts per value family and their md5 row hash
+(`dialects/canonical.py`), json and float columns fetched rather than hashed.
 """
 
 from __future__ import annotations
@@ -36,18 +40,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cdc_recon.pg.sql import quote_ident, quote_table
+from cdc_recon.reconcile.dialects.base import Column, Dialect, KeyValues, Params
+from cdc_recon.reconcile.dialects.canonical import FETCHED, prefixed
+from cdc_recon.reconcile.dialects.postgresql import POSTGRESQL
 
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
-KeyValues = tuple[Any, ...]
-
-
-class Params(dict[str, Any]):
-    """Bound parameters of one statement; `add` returns the pyformat placeholder."""
-
-    def add(self, value: Any) -> str:
-        name = f"p{len(self)}"
-        self[name] = value
-        return f"%({name})s"
+__all__ = ["INTEGER_TYPES", "KeyValues", "Params", "SideSql", "bucket", "key_in", "key_range"]
 
 
 def normalised(column_sql: str, base_type: str) -> str:
@@ -128,6 +126,41 @@ class SideSql:
     values: tuple[str, ...]
     algorithm: Literal["fast64", "md5"] = "fast64"
     hashes: tuple[str, ...] = ()
+    dialect: Dialect = POSTGRESQL
+    canonical_hash: str | None = None  # across engines: the canonical row hash
+    fetched: tuple[str | None, ...] = ()  # per value: its family when fetched, not hashed
+    integer: bool = False  # a one-column integer key (buckets by binary search)
+    key_families: tuple[str, ...] = ()  # across engines: each key column's family
+
+    @classmethod
+    def canonical(
+        cls,
+        dialect: Dialect,
+        table: str,
+        keys: Sequence[tuple[Column, str]],
+        values: Sequence[tuple[Column, str]],
+    ) -> SideSql:
+        """A side compared across engines: (column, family) per key and value column,
+        each as its dialect's canonical text; fetched families leave the row hash."""
+        key_texts = [dialect.canonical(dialect.quote_ident(c.name), c, f) for c, f in keys]
+        texts = [dialect.canonical(dialect.quote_ident(c.name), c, f) for c, f in values]
+        hashed = [
+            (t, prefixed(f))
+            for t, (_, f) in zip(key_texts + texts, [*keys, *values], strict=True)
+            if f not in FETCHED
+        ]
+        return cls(
+            table=dialect.quote_table(table),
+            keys=tuple(dialect.quote_ident(c.name) for c, _ in keys),
+            key_types=tuple(c.type for c, _ in keys),
+            key_norm=tuple(key_texts),
+            values=tuple(texts),
+            dialect=dialect,
+            canonical_hash=dialect.row_hash(hashed),
+            fetched=tuple(f if f in FETCHED else None for _, f in values),
+            integer=len(keys) == 1 and keys[0][1] == "int",
+            key_families=tuple(f for _, f in keys),
+        )
 
     @classmethod
     def build(
@@ -159,16 +192,40 @@ class SideSql:
         return f"ROW({', '.join(self.key_norm + self.values)})::text"
 
     def row_hash(self) -> str:
+        if self.canonical_hash is not None:
+            return self.canonical_hash
         if self.algorithm == "fast64" and self.hashes:
             return "(" + " # ".join(self.hashes) + ")"
         return row_hash(self.row_text(), self.algorithm)
 
     def key_json(self) -> str:
-        """The key as JSON text: equal on both sides for equal keys (matching, reports)."""
+        """The key as JSON text: equal on both sides for equal keys (matching, reports);
+        across engines a JSON array of canonical texts (`segment_sql` re-prints it)."""
+        if self.canonical_hash is not None:
+            return self.dialect.key_text(self.key_norm)
         return f"json_build_array({', '.join(self.key_norm)})::text"
 
     def key_tuple(self) -> str:
         return _tuple(self.keys)
+
+    def bound(self, key: Sequence[Any]) -> KeyValues:
+        """A key read as canonical texts, as parameters: integer parts as integers, so
+        that MariaDB compares them as integers, not as doubles (exact past 2^53)."""
+        if not self.key_families:
+            return tuple(key)
+        return tuple(
+            int(v) if f == "int" and isinstance(v, str) else v
+            for v, f in zip(key, self.key_families, strict=True)
+        )
+
+    def value_texts(self) -> list[str]:
+        """The compared values as text (canonical ones already are)."""
+        if self.canonical_hash is not None:
+            return list(self.values)
+        return [f"({value})::text" for value in self.values]
+
+    def hash_text(self) -> str:
+        return self.dialect.as_text(self.row_hash())
 
 
 def _tuple(items: Sequence[str]) -> str:
@@ -194,8 +251,10 @@ def bucket(side: SideSql, thresholds: Sequence[KeyValues], params: Params) -> st
     if not thresholds:
         return "0"
     if len(side.keys) == 1:
-        array = params.add([t[0] for t in thresholds])
-        return f"width_bucket({side.keys[0]}, {array}::{side.key_types[0]}[])"
+        key, kind = side.keys[0], side.key_types[0]
+        found = side.dialect.bucket(key, kind, side.integer, [t[0] for t in thresholds], params)
+        if found is not None:
+            return found
     branches = [
         f"WHEN {side.key_tuple()} < {_tuple([params.add(v) for v in t])} THEN {i}"
         for i, t in enumerate(thresholds)

@@ -21,25 +21,45 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_recon.pg.sql import quote_ident
+from cdc_recon.reconcile.dialects.base import TableShape
 from cdc_recon.reconcile.expressions import KeyValues, Params, SideSql, key_in
 
 Statement = tuple[str, dict[str, Any]]
 
 
 def source_images(
-    conn: sa.Connection, side: SideSql, keys: Sequence[str], names: Sequence[tuple[str, str]]
+    conn: sa.Connection,
+    side: SideSql,
+    keys: Sequence[str],
+    names: Sequence[tuple[str, str]],
+    shape: TableShape | None = None,
+    families: Sequence[str] = (),
 ) -> dict[str, str]:
     """key JSON text → the source row as jsonb text under target names ((source, target)
-    pairs), built in the source database so that no value passes through Python types."""
+    pairs), built in the source database so that no value passes through Python types.
+
+    Across engines (`shape` and each column's family given) the source's dialect writes
+    the image: canonical texts, which jsonb_populate_record reads as PostgreSQL reads
+    their literals (json embedded as json, bytes as `\\x` hex)."""
     found: dict[str, str] = {}
-    values = [tuple(json.loads(key)) for key in keys]
+    values = [side.bound(json.loads(key)) for key in keys]
     for start in range(0, len(values), 1000):
         params = Params()
-        image = _image(names, params)
+        if shape is None:
+            image = f"({_image(names, params)})::text"
+        else:
+            pairs = [
+                (
+                    params.add(t),
+                    side.dialect.image_value(side.dialect.quote_ident(s), shape.column(s), f),
+                )
+                for (s, t), f in zip(names, families, strict=True)
+            ]
+            image = side.dialect.row_image(pairs)
         where = key_in(side, values[start : start + 1000], params)
-        sql = f"SELECT {side.key_json()}, ({image})::text FROM {side.table} WHERE {where}"
+        sql = f"SELECT {side.key_json()}, {image} FROM {side.table} WHERE {where}"
         for key, text in conn.exec_driver_sql(sql, params).all():
-            found[key] = text
+            found[key if shape is None else json.dumps(json.loads(key), ensure_ascii=False)] = text
     return found
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ApplyError, UsageError
 from cdc_recon.reconcile import fixes, metrics, review_sql, store
-from cdc_recon.reconcile.corrections import carried
+from cdc_recon.reconcile.corrections import carried, source_images
 from cdc_recon.reconcile.segment_sql import reconcile_engine
 from cdc_recon.reconcile.tables import TableSpec, configured_tables, resolve_table
 
@@ -95,7 +95,7 @@ def _apply_source(
     try:
         spec = resolve_table(settings, entries[item["table_name"]], source, target)
         with source.connect() as s:
-            images = fixes.source_images(s, spec.sides()[0], [item["key"]], carried(spec))
+            images = source_images(s, spec, [item["key"]])
     finally:
         source.dispose()
     side = spec.sides()[1]

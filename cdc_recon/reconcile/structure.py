@@ -12,6 +12,7 @@ from cdc_recon.config.reconcile_settings import BusinessRule
 from cdc_recon.reconcile import check_sql
 from cdc_recon.reconcile.checks import CheckContext
 from cdc_recon.reconcile.checksums import ChecksumDiff
+from cdc_recon.reconcile.dialects.canonical import compatible_families
 from cdc_recon.reconcile.model import MISMATCH, SEVERITY, CheckResult, Finding
 from cdc_recon.reconcile.tables import TableSpec
 
@@ -43,7 +44,17 @@ def schema_drift(spec: TableSpec) -> list[Finding]:
             drift("missing in target", name)
             continue
         other = target.column(name)
-        if other.type != column.type:
+        if spec.across_engines:
+            kinds = spec.type_families(column.name)
+            if not compatible_families(*kinds):
+                drift(
+                    "type family differs",
+                    name,
+                    source=column.type,
+                    target=other.type,
+                    families=list(kinds),
+                )
+        elif other.type != column.type:
             drift("type differs", name, source=column.type, target=other.type)
         if other.nullable != column.nullable:
             drift("nullability differs", name, source=column.nullable, target=other.nullable)

@@ -18,6 +18,8 @@ from cdc_recon.config import Settings
 from cdc_recon.config.reconcile_settings import ReconcileTable
 from cdc_recon.exceptions import ConfigError
 from cdc_recon.reconcile.catalog import TableShape, read_shape
+from cdc_recon.reconcile.dialects import by_name
+from cdc_recon.reconcile.dialects.canonical import pair_family
 from cdc_recon.reconcile.expressions import INTEGER_TYPES, SideSql, family
 
 
@@ -51,9 +53,32 @@ class TableSpec:
         return tuple(self.target_name(c) for c in self.key)
 
     @property
+    def across_engines(self) -> bool:
+        """The sides are different engines: compared through canonical texts."""
+        return self.source_shape.engine != self.target_shape.engine
+
+    def families(self) -> list[str]:
+        """The canonical family of each key and compared column (across engines)."""
+        return self.pair_families(self.key + self.compared)
+
+    def type_families(self, column: str) -> tuple[str, str]:
+        """(source family, target family) of a source column and its target column."""
+        left, right = by_name(self.source_shape.engine), by_name(self.target_shape.engine)
+        return (
+            left.family(self.source_shape.column(column)),
+            right.family(self.target_shape.column(self.target_name(column))),
+        )
+
+    def pair_families(self, columns: tuple[str, ...]) -> list[str]:
+        """The canonical family of each of the source's `columns` and its target column."""
+        return [pair_family(*self.type_families(c)) for c in columns]
+
+    @property
     def integer_key(self) -> bool:
         if len(self.key) != 1:
             return False
+        if self.across_engines:
+            return self.families()[0] == "int"
         source = self.source_shape.column(self.key[0]).base
         target = self.target_shape.column(self.target_key[0]).base
         return source in INTEGER_TYPES and target in INTEGER_TYPES
@@ -64,6 +89,8 @@ class TableSpec:
 
     def sides(self) -> tuple[SideSql, SideSql]:
         """Both sides' SQL; a column is hashed by type only when its kinds agree."""
+        if self.across_engines:
+            return self._canonical_sides()
         left = self.key + self.compared
         right = self.target_key + self.columns
         typed = [
@@ -74,6 +101,19 @@ class TableSpec:
             _side(self.source_shape, self.key, self.compared, self.algorithm, typed),
             _side(self.target_shape, self.target_key, self.columns, self.algorithm, typed),
         )
+
+    def _canonical_sides(self) -> tuple[SideSql, SideSql]:
+        families = self.families()
+        found = []
+        for shape, names in (
+            (self.source_shape, self.key + self.compared),
+            (self.target_shape, self.target_key + self.columns),
+        ):
+            pairs = [(shape.column(n), f) for n, f in zip(names, families, strict=True)]
+            count = len(self.key)
+            dialect = by_name(shape.engine)
+            found.append(SideSql.canonical(dialect, shape.table, pairs[:count], pairs[count:]))
+        return found[0], found[1]
 
 
 def _side(
