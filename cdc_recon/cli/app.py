@@ -12,6 +12,7 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
     $ cdc-recon -c cdc-recon.yml failures list|show ID|retry [ID...]|resolve ID... --note T
     $ cdc-recon -c cdc-recon.yml prune --once [--dry-run] [--json]
+    $ cdc-recon -c cdc-recon.yml trace public.customers 7 [--from -7d] [--json]
     $ cdc-recon workload run --schema shop --rate 200 --duration 60   # a source workload
     $ cdc-recon --version
 """
@@ -34,6 +35,7 @@ from cdc_recon.cli.replay import replay
 from cdc_recon.cli.report import report
 from cdc_recon.cli.retention import prune, show_prune_state
 from cdc_recon.cli.sweep import source_app, sweep
+from cdc_recon.cli.trace import trace
 from cdc_recon.cli.workload import workload_app
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import CdcReconError
@@ -293,6 +295,7 @@ app.command()(sweep)
 app.command()(replay)
 app.command()(prune)
 app.command()(report)
+app.command()(trace)
 app.command()(reconcile)
 app.add_typer(review_app, name="review")
 app.add_typer(workload_app, name="workload")
