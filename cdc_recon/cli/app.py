@@ -19,6 +19,7 @@ This module is the only place that turns errors into exit codes and one-line mes
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -185,6 +186,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
     from cdc_recon.kafka.consumer import GroupConsumer
     from cdc_recon.pg.engine import check_connection, create_engine
     from cdc_recon.retention.status import read_prune_state
+    from cdc_recon.sweep.completeness import read_completeness
 
     engine = create_engine(settings.target_url, name="target")
     try:
@@ -192,6 +194,8 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         require_control_tables(engine, settings.control_schema)
         target = read_target_status(engine, settings.control_schema, settings.group_id, settings)
         retention = read_prune_state(engine, settings.control_schema)
+        with engine.connect() as conn:
+            complete = read_completeness(conn, settings.control_schema, settings.group_id)
     finally:
         engine.dispose()
     describe_cluster(settings.kafka_bootstrap)
@@ -227,6 +231,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         "failures": failures,
         "dead_letters": dict(sorted(target.dead_letters.items())),
         "retention": retention,
+        "completeness": complete.as_dict(dt.datetime.now(dt.UTC)),
     }
 
 
@@ -235,6 +240,7 @@ def _print_status(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    console.print(completeness_headline(data["completeness"]))
     shown = Table(title=f"partitions of group {data['group_id']}")
     for column in ("topic", "partition", "stored", "committed", "end", "lag"):
         shown.add_column(column, justify="left" if column == "topic" else "right")
@@ -266,6 +272,22 @@ def _print_status(data: dict[str, Any]) -> None:
         dead_letters.add_row(state, str(count))
     console.print(dead_letters)
     show_prune_state(console, data["retention"])
+
+
+def completeness_headline(data: dict[str, Any]) -> str:
+    """One line: the share of verified changes that arrived, what is missing, since when."""
+    overall = data["overall"]
+    if overall["ratio"] is None:
+        return "completeness: nothing verified yet (the sweeper has not closed a window)"
+    tables = ", ".join(
+        f"{t['table']} {t['ratio'] * 100:.3f}%" for t in data["tables"] if t["ratio"] is not None
+    )
+    age = overall["oldest_unverified_age_seconds"]
+    return (
+        f"completeness: {overall['ratio'] * 100:.3f}% of {overall['verified']} verified "
+        f"changes, {overall['missing']} still missing, oldest unverified change "
+        f"{age:.0f} s old ({tables})"
+    )
 
 
 def _print_partitions(console: Any, data: dict[str, Any]) -> None:

@@ -283,7 +283,15 @@ def to_event(
     family = _FAMILY[source.connector]
     try:
         return ChangeEvent(
-            table, op, key, after, position, source.ts_ms, tx, unavailable, family,
+            table,
+            op,
+            key,
+            after,
+            position,
+            source.ts_ms,
+            tx,
+            unavailable,
+            family,
             convert_after.fields,
         )
     except ValueError as exc:

@@ -7,6 +7,8 @@ Control tables (created by `cdc-recon init`, and by the sweeper when absent):
     sweep_runs         one row per run: window, counts per class, duration, status
     missed_changes     one row per missed change id: where it came from, why it is missed,
                        and its replay status (pending | replayed | failed)
+    sweep_completeness per pipeline, adapter and source table: the source changes of the
+                       windows behind the watermark, by class (`cdc_recon.sweep.completeness`)
 
 A sweep step loads the window's source changes into the temporary stage `_cdcr_sweep`
 (COPY), then, set-based:
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from cdc_recon.pg.sql import change_id_order, quote_ident
 
-SWEEPER_TABLES = ("sweeper_watermark", "sweep_runs", "missed_changes")
+SWEEPER_TABLES = ("sweeper_watermark", "sweep_runs", "missed_changes", "sweep_completeness")
 STAGE = "_cdcr_sweep"
 STAGE_TX = "_cdcr_sweep_tx"
 OPEN = "_cdcr_open"
@@ -97,6 +99,20 @@ def sweeper_ddl(schema: str) -> list[str]:
             replayed_at timestamptz)""",
         f"CREATE INDEX IF NOT EXISTS missed_changes_pending ON {s}.missed_changes (found_at) "
         "WHERE status = 'pending'",
+        # Counted once per change: only what lies behind the watermark the same step
+        # stores (the rest is staged again by the next run). One row per table.
+        f"""CREATE TABLE IF NOT EXISTS {s}.sweep_completeness (
+            pipeline text NOT NULL,
+            adapter text NOT NULL,
+            source_table text NOT NULL,
+            verified bigint NOT NULL DEFAULT 0,
+            applied bigint NOT NULL DEFAULT 0,
+            superseded bigint NOT NULL DEFAULT 0,
+            missed bigint NOT NULL DEFAULT 0,
+            since timestamptz NOT NULL,
+            swept_until timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (pipeline, adapter, source_table))""",
     ]
 
 
@@ -289,6 +305,36 @@ def record_missed(schema: str) -> str:
         "ORDER BY change_id, position DESC NULLS LAST "
         "ON CONFLICT (change_id) DO NOTHING"
     )
+
+
+def count_verified(schema: str, *, transactions: bool) -> str:
+    """Add the step's changes older than `%(until)s` (the watermark it stores) to each
+    table's counts: every staged entry is verified, the open ones by their class, the
+    rest were in the ledger (applied). The transaction adapter stages transactions, all
+    of which are open entries."""
+    table = "coalesce(s.source_table, (%(sources)s::text[])[s.table_no])"
+    staged = (
+        f"SELECT source_table, count(*) AS n FROM {OPEN} s WHERE changed_at < %(until)s GROUP BY 1"
+        if transactions
+        else f"SELECT {table} AS source_table, count(*) AS n FROM {STAGE} s "
+        "WHERE s.changed_at < %(until)s GROUP BY 1"
+    )
+    return f"""
+WITH staged AS ({staged}),
+judged AS (SELECT source_table, count(*) FILTER (WHERE class = 'superseded') AS superseded,
+    count(*) FILTER (WHERE class = 'missed') AS missed
+    FROM {OPEN} WHERE changed_at < %(until)s GROUP BY 1)
+INSERT INTO {quote_ident(schema)}.sweep_completeness AS c (pipeline, adapter, source_table,
+    verified, applied, superseded, missed, since, swept_until)
+SELECT %(pipeline)s, %(adapter)s, st.source_table, st.n,
+    st.n - coalesce(j.superseded, 0) - coalesce(j.missed, 0), coalesce(j.superseded, 0),
+    coalesce(j.missed, 0), %(from)s, %(until)s
+FROM staged st LEFT JOIN judged j ON j.source_table = st.source_table
+WHERE st.source_table IS NOT NULL
+ON CONFLICT (pipeline, adapter, source_table) DO UPDATE SET
+    verified = c.verified + EXCLUDED.verified, applied = c.applied + EXCLUDED.applied,
+    superseded = c.superseded + EXCLUDED.superseded, missed = c.missed + EXCLUDED.missed,
+    swept_until = greatest(c.swept_until, EXCLUDED.swept_until), updated_at = now()"""
 
 
 # -- Debezium transaction metadata ---------------------------------------------------------

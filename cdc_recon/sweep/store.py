@@ -161,6 +161,23 @@ class SweepStore:
             cur.execute(sql.record_missed(self.schema), {"adapter": self.adapter, "run_id": run_id})
         return found
 
+    def count_verified(
+        self, context: StepContext, *, start: dt.datetime, until: dt.datetime, transactions: bool
+    ) -> None:
+        """Within the step's transaction: add its changes before `until` (the watermark
+        it stores) to the tables' completeness counts."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                sql.count_verified(self.schema, transactions=transactions),
+                {
+                    "sources": list(context.sources),
+                    "pipeline": self.pipeline,
+                    "adapter": self.adapter,
+                    "from": start,
+                    "until": until,
+                },
+            )
+
     def _counts(self, cur: Any, staged: int, transactions: bool) -> Classified:
         cur.execute(sql.open_counts())
         by_class: dict[str, int] = {}
