@@ -29,7 +29,7 @@ def trace(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The story of one row: its changes, messages, outcomes, and both current rows."""
-    from cdc_recon.trace.reader import TraceRequest, find_mapping, trace_key
+    from cdc_recon.trace.reader import TraceRequest, find_mapping, trace_key, unknown_line
 
     settings = ctx.obj.settings()
     first, last = parse_window(start, end, dt.datetime.now(dt.UTC))
@@ -42,14 +42,6 @@ def trace(
     if not found.known:
         typer.echo(unknown_line(found.as_dict()), err=as_json)
         raise typer.Exit(1)
-
-
-def unknown_line(data: dict[str, Any]) -> str:
-    return (
-        f"no trace of {data['table']} key {data['key_text']} from {data['from']} to "
-        f"{data['to']}: no ledger entry, change-log entry, quarantined message, missed "
-        "change, reconciliation finding, key state, source row or target row names it"
-    )
 
 
 def print_trace(data: dict[str, Any]) -> None:

@@ -97,6 +97,14 @@ class Trace:
         }
 
 
+def unknown_line(data: Row) -> str:
+    return (
+        f"no trace of {data['table']} key {data['key_text']} from {data['from']} to "
+        f"{data['to']}: no ledger entry, change-log entry, quarantined message, missed "
+        "change, reconciliation finding, key state, source row or target row names it"
+    )
+
+
 def _plain(row: Row | None) -> Row | None:
     if row is None:
         return None
