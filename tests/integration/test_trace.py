@@ -52,7 +52,11 @@ def of_key(gaps: Gaps, key: int) -> list[str]:
 
 
 def test_each_key_tells_its_story(
-    scenario: Scenario, services: Services, kafka_admin: AdminClient, tmp_path: Path
+    scenario: Scenario,
+    services: Services,
+    kafka_admin: AdminClient,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     changes = scenario.workload(transactions=70, keys=100, seed=11)
     gaps = publish_with_gaps(scenario, changes, services, kafka_admin)
@@ -108,7 +112,14 @@ def test_each_key_tells_its_story(
     # The command line: JSON for scripts, and one clear line for a key nobody knows.
     config = tmp_path / "cdc-recon.yml"
     config.write_text(yaml.safe_dump(json.loads(settings.model_dump_json(exclude_none=True))))
+    capsys.readouterr()
     assert main(["-c", str(config), "trace", scenario.table, str(clean), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["known"] and printed["rows"]["equal"] and printed["corrections"]
+    assert main(["-c", str(config), "trace", scenario.table, str(clean)]) == 0
+    shown = capsys.readouterr().out
+    assert "changes, in source order" in shown and "current rows" in shown
     assert main(["-c", str(config), "trace", scenario.table, "100000"]) == 1
+    assert "no trace of" in capsys.readouterr().out
     assert not traced(scenario, 100000).known
     assert key_text([clean]) == fixed.request.key_text
