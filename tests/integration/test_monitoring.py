@@ -452,6 +452,9 @@ def test_completeness_gauges_and_trace_api(monitored: Monitored) -> None:
     assert status == 404 and unknown["known"] is False and "no trace of" in unknown["error"]
     status, bad = http(f"{monitored.url}/api/trace?table=nope&key=1")
     assert status == 400 and "not mapped" in bad["error"]
+    shown = cli_json(monitored, "status", "--json")["completeness"]
+    assert (shown["overall"]["ratio"], shown["overall"]["missing"]) == (79 / 80, 1)
+    assert [t["table"] for t in shown["tables"]] == ["public.customers"]
 
 
 def cli_json(monitored: Monitored, *args: str) -> Any:
