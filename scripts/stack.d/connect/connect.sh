@@ -62,6 +62,10 @@ scheduled.rebalance.max.delay.ms=0
 task.shutdown.graceful.timeout.ms=5000
 plugin.discovery=service_load
 EOF
+    # Converters in isolated plugin directories (scripts/stack.d/registry/registry.sh).
+    local plugins
+    plugins=$(registry_plugin_path)
+    [[ -z "$plugins" ]] || echo "plugin.path=$plugins" >>"$CONNECT_DIR/worker.properties"
 }
 
 connect_up() {
