@@ -1,7 +1,7 @@
 """Is my data complete? The share of verified source changes that reached the target.
 
 Of the source changes in the windows the sweeper has closed (behind its watermark;
-counted per table in `sweep_completeness` by each step, `queries.count_verified`), the
+counted per table in `sweep_completeness` by each step, `count_verified`), the
 share applied or superseded: `(verified - still missing) / verified`, where still
 missing is a missed change not replayed yet (pending or failed) and not a quarantined
 message an operator retried or resolved. A missed change replayed later counts as
@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_recon.pg.sql import quote_ident
-from cdc_recon.sweep.queries import closed_failure
+from cdc_recon.sweep.queries import OPEN, STAGE, closed_failure
 
 OVERALL = "(all)"  # the label of the figure over every table
 
@@ -86,6 +86,36 @@ def combine(tables: Iterable[TableCompleteness]) -> TableCompleteness:
         sum(t.missing for t in items),
         min(moments) if moments else None,
     )
+
+
+def count_verified(schema: str, *, transactions: bool) -> str:
+    """Add the step's changes older than `%(until)s` (the watermark it stores) to each
+    table's counts: every staged entry is verified, the open ones by their class, the
+    rest were in the ledger (applied). The transaction adapter stages transactions, all
+    of which are open entries."""
+    table = "coalesce(s.source_table, (%(sources)s::text[])[s.table_no])"
+    staged = (
+        f"SELECT source_table, count(*) AS n FROM {OPEN} s WHERE changed_at < %(until)s GROUP BY 1"
+        if transactions
+        else f"SELECT {table} AS source_table, count(*) AS n FROM {STAGE} s "
+        "WHERE s.changed_at < %(until)s GROUP BY 1"
+    )
+    return f"""
+WITH staged AS ({staged}),
+judged AS (SELECT source_table, count(*) FILTER (WHERE class = 'superseded') AS superseded,
+    count(*) FILTER (WHERE class = 'missed') AS missed
+    FROM {OPEN} WHERE changed_at < %(until)s GROUP BY 1)
+INSERT INTO {quote_ident(schema)}.sweep_completeness AS c (pipeline, adapter, source_table,
+    verified, applied, superseded, missed, since, swept_until)
+SELECT %(pipeline)s, %(adapter)s, st.source_table, st.n,
+    st.n - coalesce(j.superseded, 0) - coalesce(j.missed, 0), coalesce(j.superseded, 0),
+    coalesce(j.missed, 0), %(from)s, %(until)s
+FROM staged st LEFT JOIN judged j ON j.source_table = st.source_table
+WHERE st.source_table IS NOT NULL
+ON CONFLICT (pipeline, adapter, source_table) DO UPDATE SET
+    verified = c.verified + EXCLUDED.verified, applied = c.applied + EXCLUDED.applied,
+    superseded = c.superseded + EXCLUDED.superseded, missed = c.missed + EXCLUDED.missed,
+    swept_until = greatest(c.swept_until, EXCLUDED.swept_until), updated_at = now()"""
 
 
 def completeness_sql(schema: str) -> str:

@@ -307,36 +307,6 @@ def record_missed(schema: str) -> str:
     )
 
 
-def count_verified(schema: str, *, transactions: bool) -> str:
-    """Add the step's changes older than `%(until)s` (the watermark it stores) to each
-    table's counts: every staged entry is verified, the open ones by their class, the
-    rest were in the ledger (applied). The transaction adapter stages transactions, all
-    of which are open entries."""
-    table = "coalesce(s.source_table, (%(sources)s::text[])[s.table_no])"
-    staged = (
-        f"SELECT source_table, count(*) AS n FROM {OPEN} s WHERE changed_at < %(until)s GROUP BY 1"
-        if transactions
-        else f"SELECT {table} AS source_table, count(*) AS n FROM {STAGE} s "
-        "WHERE s.changed_at < %(until)s GROUP BY 1"
-    )
-    return f"""
-WITH staged AS ({staged}),
-judged AS (SELECT source_table, count(*) FILTER (WHERE class = 'superseded') AS superseded,
-    count(*) FILTER (WHERE class = 'missed') AS missed
-    FROM {OPEN} WHERE changed_at < %(until)s GROUP BY 1)
-INSERT INTO {quote_ident(schema)}.sweep_completeness AS c (pipeline, adapter, source_table,
-    verified, applied, superseded, missed, since, swept_until)
-SELECT %(pipeline)s, %(adapter)s, st.source_table, st.n,
-    st.n - coalesce(j.superseded, 0) - coalesce(j.missed, 0), coalesce(j.superseded, 0),
-    coalesce(j.missed, 0), %(from)s, %(until)s
-FROM staged st LEFT JOIN judged j ON j.source_table = st.source_table
-WHERE st.source_table IS NOT NULL
-ON CONFLICT (pipeline, adapter, source_table) DO UPDATE SET
-    verified = c.verified + EXCLUDED.verified, applied = c.applied + EXCLUDED.applied,
-    superseded = c.superseded + EXCLUDED.superseded, missed = c.missed + EXCLUDED.missed,
-    swept_until = greatest(c.swept_until, EXCLUDED.swept_until), updated_at = now()"""
-
-
 # -- Debezium transaction metadata ---------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from cdc_recon.pg.sql import quote_ident
 from cdc_recon.sweep import queries as sql
 from cdc_recon.sweep.adapters.base import Classified
+from cdc_recon.sweep.completeness import count_verified
 
 MISSED_SHOWN = 1000  # change ids a run reports back; all are in missed_changes
 
@@ -168,7 +169,7 @@ class SweepStore:
         it stores) to the tables' completeness counts."""
         with self.conn.cursor() as cur:
             cur.execute(
-                sql.count_verified(self.schema, transactions=transactions),
+                count_verified(self.schema, transactions=transactions),
                 {
                     "sources": list(context.sources),
                     "pipeline": self.pipeline,
