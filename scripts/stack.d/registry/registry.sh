@@ -2,10 +2,10 @@
 # 2.0.2.Final, in memory) and Apicurio's Avro converter for the Connect worker.
 #
 #   built from Maven Central into $CACHE/registry-app (pom.xml here, once per pom change)
-#   converter jars into $CACHE/registry-plugins/apicurio-avro (converter-pom.xml), an
-#     isolated plugin directory the worker loads through `plugin.path`; a small jar of
-#     ours holds the ServiceLoader manifest the worker's `plugin.discovery=service_load`
-#     needs (Apicurio's jars have none)
+#   converter jars into $CONNECT_PLUGINS/apicurio-avro (converter-pom.xml): an isolated
+#     plugin folder on the worker's plugin.path (connect.sh), beside the connectors'; a
+#     small jar of ours holds the ServiceLoader manifest the worker's
+#     `plugin.discovery=service_load` needs (Apicurio's jars have none)
 #   Confluent API: $REGISTRY_URL (/apis/ccompat/v6); Apicurio's own: /apis/registry/v2
 #
 # Port: CDC_RECON_STACK_REGISTRY_PORT (18081). Off: CDC_RECON_STACK_REGISTRY=0.
@@ -19,7 +19,6 @@ REGISTRY_DIR="$STATE/registry"
 REGISTRY_LOG="$REGISTRY_DIR/registry.log"
 REGISTRY_PID="$REGISTRY_DIR/registry.pid"
 REGISTRY_APP="$CACHE/registry-app"
-REGISTRY_PLUGINS="$CACHE/registry-plugins"
 REGISTRY_URL="http://$HOST:$REGISTRY_PORT/apis/ccompat/v6"
 REGISTRY_CONVERTER=io.apicurio.registry.utils.converter.AvroConverter
 
@@ -42,7 +41,7 @@ registry_build() {
 }
 
 registry_converter_jars() {
-    local stamp dir="$REGISTRY_PLUGINS/apicurio-avro"
+    local stamp dir="$CONNECT_PLUGINS/apicurio-avro"  # connect.sh's plugin.path
     stamp=$(sha256sum "$HERE/registry/converter-pom.xml" | cut -c1-16)
     if [[ -f "$dir/.resolved-$stamp" ]]; then return; fi
     say "resolving Apicurio's Avro converter from Maven Central into $dir"
@@ -90,9 +89,6 @@ registry_up() {
 }
 
 registry_down() { stop_pid registry "$REGISTRY_PID"; }
-
-# The Connect worker's plugin.path (connect.sh): the converter's isolated directory.
-registry_plugin_path() { [[ "$WITH_REGISTRY" == 0 ]] || echo "$REGISTRY_PLUGINS"; }
 
 registry_status() {
     if pid_alive "$REGISTRY_PID" && registry_ready; then
