@@ -5,6 +5,7 @@
     reconcile  runs, results, findings, corrections, review queue, jobs
                (`cdc_recon.reconcile.store`)
     retention  prune_state   (`cdc_recon.retention.queries`)
+    trace      indexes for one key's rows   (`cdc_recon.trace.queries`)
 
 Each capability owns its DDL; this module, above all of them, only runs it in one
 transaction. Every statement is idempotent: `init` may run any number of times. An
@@ -30,6 +31,7 @@ from cdc_recon.config.settings import LedgerSettings
 from cdc_recon.reconcile.store import RECONCILE_TABLES, reconcile_ddl
 from cdc_recon.retention.queries import RETENTION_TABLES, retention_ddl
 from cdc_recon.sweep.queries import SWEEPER_TABLES, sweeper_ddl
+from cdc_recon.trace.queries import trace_ddl
 
 
 def init_control_schema(
@@ -52,6 +54,7 @@ def init_control_schema(
             converted.append(conversion)
         statements = ledger_ddl(schema) + control_ddl(schema)
         statements += sweeper_ddl(schema) + reconcile_ddl(schema) + retention_ddl(schema)
+        statements += trace_ddl(schema)  # indexes on the tables above
         for statement in statements:
             conn.execute(sa.text(statement))
     raw = engine.raw_connection()

@@ -12,12 +12,14 @@ This module is the only place that turns errors into exit codes and one-line mes
     $ cdc-recon -c cdc-recon.yml replay --from -2h [--to now] [--source source-db] [--dry-run]
     $ cdc-recon -c cdc-recon.yml failures list|show ID|retry [ID...]|resolve ID... --note T
     $ cdc-recon -c cdc-recon.yml prune --once [--dry-run] [--json]
+    $ cdc-recon -c cdc-recon.yml trace public.customers 7 [--from -7d] [--json]
     $ cdc-recon workload run --schema shop --rate 200 --duration 60   # a source workload
     $ cdc-recon --version
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -34,6 +36,7 @@ from cdc_recon.cli.replay import replay
 from cdc_recon.cli.report import report
 from cdc_recon.cli.retention import prune, show_prune_state
 from cdc_recon.cli.sweep import source_app, sweep
+from cdc_recon.cli.trace import trace
 from cdc_recon.cli.workload import workload_app
 from cdc_recon.config import Settings, load_settings
 from cdc_recon.exceptions import CdcReconError
@@ -183,6 +186,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
     from cdc_recon.kafka.consumer import GroupConsumer
     from cdc_recon.pg.engine import check_connection, create_engine
     from cdc_recon.retention.status import read_prune_state
+    from cdc_recon.sweep.completeness import read_completeness
 
     engine = create_engine(settings.target_url, name="target")
     try:
@@ -190,6 +194,8 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         require_control_tables(engine, settings.control_schema)
         target = read_target_status(engine, settings.control_schema, settings.group_id, settings)
         retention = read_prune_state(engine, settings.control_schema)
+        with engine.connect() as conn:
+            complete = read_completeness(conn, settings.control_schema, settings.group_id)
     finally:
         engine.dispose()
     describe_cluster(settings.kafka_bootstrap)
@@ -225,6 +231,7 @@ def _collect_status(settings: Settings) -> dict[str, Any]:
         "failures": failures,
         "dead_letters": dict(sorted(target.dead_letters.items())),
         "retention": retention,
+        "completeness": complete.as_dict(dt.datetime.now(dt.UTC)),
     }
 
 
@@ -233,6 +240,7 @@ def _print_status(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    console.print(completeness_headline(data["completeness"]))
     shown = Table(title=f"partitions of group {data['group_id']}")
     for column in ("topic", "partition", "stored", "committed", "end", "lag"):
         shown.add_column(column, justify="left" if column == "topic" else "right")
@@ -266,6 +274,22 @@ def _print_status(data: dict[str, Any]) -> None:
     show_prune_state(console, data["retention"])
 
 
+def completeness_headline(data: dict[str, Any]) -> str:
+    """One line: the share of verified changes that arrived, what is missing, since when."""
+    overall = data["overall"]
+    if overall["ratio"] is None:
+        return "completeness: nothing verified yet (the sweeper has not closed a window)"
+    tables = ", ".join(
+        f"{t['table']} {t['ratio'] * 100:.3f}%" for t in data["tables"] if t["ratio"] is not None
+    )
+    age = overall["oldest_unverified_age_seconds"]
+    return (
+        f"completeness: {overall['ratio'] * 100:.3f}% of {overall['verified']} verified "
+        f"changes, {overall['missing']} still missing, oldest unverified change "
+        f"{age:.0f} s old ({tables})"
+    )
+
+
 def _print_partitions(console: Any, data: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -293,6 +317,7 @@ app.command()(sweep)
 app.command()(replay)
 app.command()(prune)
 app.command()(report)
+app.command()(trace)
 app.command()(reconcile)
 app.add_typer(review_app, name="review")
 app.add_typer(workload_app, name="workload")

@@ -161,13 +161,58 @@ def plan_schema(schema_str: str, schema_id: int) -> _Plan:
 
 
 def row_converter(record: dict[str, Any], named: dict[str, Any]) -> RowConverter:
-    """Converters for the fields of an Avro record that carry a Connect logical type."""
+    """Converters for the fields of an Avro record that carry a Connect logical type, and
+    every field's Connect schema (the type of a column the target lacks: a new column
+    arrives as a new schema version)."""
     columns = []
+    fields: dict[str, dict[str, Any]] = {}
     for field in record.get("fields", []):
         convert = field_converter(field["type"], named)
         if convert is not None:
             columns.append((field["name"], _logical_name(field["type"], named), convert))
-    return RowConverter(tuple(columns)) if columns else IDENTITY
+        connect = connect_schema(field["type"], named)
+        if connect is not None:
+            fields[field["name"]] = connect
+    if not columns and not fields:
+        return IDENTITY
+    return RowConverter(tuple(columns), fields)
+
+
+# Avro's primitive types as Connect names them; Connect's narrower integers are kept in
+# the schema as `connect.type` (int8, int16) by the Avro converters.
+_AVRO_TO_CONNECT = {
+    "int": "int32",
+    "long": "int64",
+    "float": "float32",
+    "double": "float64",
+    "boolean": "boolean",
+    "string": "string",
+    "bytes": "bytes",
+    "record": "struct",
+}
+
+
+def connect_schema(avro_type: Any, named: dict[str, Any]) -> dict[str, Any] | None:
+    """A field's Connect schema as a dict (`type`, `name`, `parameters`, `items`), as the
+    JSON converter sends it; None for a union of several types."""
+    resolved = _resolve(avro_type, named)
+    if isinstance(resolved, str):
+        return {"type": _AVRO_TO_CONNECT.get(resolved, resolved)}
+    if not isinstance(resolved, dict):
+        return None
+    literal = resolved.get("type")
+    if not isinstance(literal, str):
+        return None
+    found: dict[str, Any] = {
+        "type": resolved.get("connect.type") or _AVRO_TO_CONNECT.get(literal, literal)
+    }
+    if resolved.get("connect.name"):
+        found["name"] = resolved["connect.name"]
+    if resolved.get("connect.parameters"):
+        found["parameters"] = resolved["connect.parameters"]
+    if literal == "array":
+        found["items"] = connect_schema(resolved.get("items"), named)
+    return found
 
 
 def field_converter(avro_type: Any, named: dict[str, Any]) -> Converter | None:

@@ -16,6 +16,9 @@
                               "status"?, "limit"?, "dry_run"?} → the retry's summary
     POST /api/failures/resolve  {"ids", "note"} → the ids closed
     GET  /api/review          the reconciliation's review queue ?limit=
+    GET  /api/trace           one key's story (`cdc-recon trace`) ?table=&key=&from=&to=
+                              (key: one value, or a JSON array of the key's values);
+                              404 with the same document when nothing names the key
     POST /api/replay          {"from", "to"?, "table"?, "source"?, "dry_run"?} → {"job_id"}
     GET  /api/jobs[/{id}]     replay jobs and their progress
 
@@ -46,6 +49,8 @@ from cdc_recon.exceptions import CdcReconError, JobsBusy, UsageError
 from cdc_recon.monitor import figures as db
 from cdc_recon.monitor.jobs import ReplayJobs, parse_request
 from cdc_recon.monitor.poller import StatusPoller, readiness, status_document
+from cdc_recon.monitor.tracing import trace_request
+from cdc_recon.trace.reader import unknown_line
 
 JSON = "application/json"
 STATIC_TYPES = {
@@ -180,6 +185,7 @@ class Api:
             "/api/missed": self._missed,
             "/api/failures": self._failures,
             "/api/review": self._review,
+            "/api/trace": self._trace,
             "/api/jobs": lambda r: json_response(self.jobs.all()),
         }
         self._post: dict[str, Callable[[Request], Response]] = {
@@ -337,6 +343,13 @@ class Api:
             note = "no review queue in the target yet (reconciliation has not created it)"
             return json_response({"items": [], "note": note})
         return json_response({"items": rows})
+
+    def _trace(self, request: Request) -> Response:
+        found = trace_request(self.settings, request.query, self.engine)
+        document = found.as_dict()
+        if not found.known:
+            document["error"] = unknown_line(document)
+        return json_response(document, 200 if found.known else 404)
 
     def _replay(self, request: Request) -> Response:
         body = _json_body(request)

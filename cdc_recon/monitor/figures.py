@@ -23,6 +23,7 @@ from cdc_recon.apply.ledger import LedgerOverview, ledger_overview
 from cdc_recon.config import Settings
 from cdc_recon.pg.errors import guard as _guard
 from cdc_recon.pg.sql import quote_ident
+from cdc_recon.sweep.completeness import Completeness, read_completeness
 from cdc_recon.sweep.queries import closed_failure
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class ControlFigures:
     last_sweep: Row | None = None
     review_pending: int | None = None
     ledger: LedgerOverview = LedgerOverview()  # its partitions and the next drop
+    completeness: Completeness = Completeness()  # what the sweeper verified, per table
 
 
 def table_exists(conn: sa.Connection, schema: str, table: str) -> bool:
@@ -96,10 +98,13 @@ def control_figures(
                 ).scalar()
                 found = latest_sweeps(conn, schema, 1)
                 last = found[0] if found else None
+            complete = read_completeness(conn, schema, group_id) if sweeper else Completeness()
             review = _review_pending(conn, schema)
             now = dt.datetime.now(dt.UTC)
             ledger = ledger_overview(conn, settings, now) if settings else LedgerOverview()
-        return ControlFigures(rows, exact, failures, missed, watermark, last, review, ledger)
+        return ControlFigures(
+            rows, exact, failures, missed, watermark, last, review, ledger, complete
+        )
 
     return _guard(read)
 

@@ -40,3 +40,15 @@ LEDGER_NEXT_DROP = Gauge(
     "When the oldest partition is old enough to drop (0: none, or not before the "
     "sweeper's watermark passes it).",
 )
+COMPLETENESS_RATIO = Gauge(
+    "cdc_recon_completeness_ratio",
+    "Of the source changes in windows the sweeper closed, the share applied or superseded "
+    "(missed ones count once replayed), per source table and (all).",
+    ["table"],
+)
+OLDEST_UNVERIFIED = Gauge(
+    "cdc_recon_oldest_unverified_change_seconds",
+    "Age of the oldest source change not proven applied: the oldest still missing, else "
+    "the sweeper's watermark, per source table and (all).",
+    ["table"],
+)

@@ -28,12 +28,14 @@ from cdc_recon.config import Settings
 from cdc_recon.exceptions import CdcReconError
 from cdc_recon.monitor.figures import ControlFigures, control_figures
 from cdc_recon.monitor.metrics import (
+    COMPLETENESS_RATIO,
     LEDGER_NEXT_DROP,
     LEDGER_OLDEST_KEPT,
     LEDGER_PARTITION_ROWS,
     LEDGER_PARTITIONS,
     LEDGER_ROWS,
     MISSED_CHANGES,
+    OLDEST_UNVERIFIED,
     OPEN_FAILURES,
     WATERMARK_AGE,
 )
@@ -142,6 +144,17 @@ class StatusPoller(threading.Thread):
             MISSED_CHANGES.labels(status=status).set(figures.missed.get(status, 0))
         age = now - figures.watermark.timestamp() if figures.watermark else 0.0
         WATERMARK_AGE.set(max(age, 0.0))
+        self._export_completeness(figures, now)
+
+    def _export_completeness(self, figures: ControlFigures, now: float) -> None:
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        complete = figures.completeness
+        for item in (*complete.tables, complete.overall):
+            ratio, age = item.ratio, item.age_seconds(moment)
+            if ratio is not None:
+                COMPLETENESS_RATIO.labels(table=item.table).set(ratio)
+            if age is not None:
+                OLDEST_UNVERIFIED.labels(table=item.table).set(age)
 
 
 def readiness(
@@ -213,6 +226,7 @@ def status_document(
             "last_run": figures.last_sweep,
         },
         "review": {"pending": figures.review_pending},
+        "completeness": figures.completeness.as_dict(dt.datetime.now(dt.UTC)),
         "database_error": poll.database_error,
         "kafka_error": poll.kafka_error,
         "refreshed_at": poll.at,

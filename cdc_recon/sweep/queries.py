@@ -7,6 +7,8 @@ Control tables (created by `cdc-recon init`, and by the sweeper when absent):
     sweep_runs         one row per run: window, counts per class, duration, status
     missed_changes     one row per missed change id: where it came from, why it is missed,
                        and its replay status (pending | replayed | failed)
+    sweep_completeness per pipeline, adapter and source table: the source changes of the
+                       windows behind the watermark, by class (`cdc_recon.sweep.completeness`)
 
 A sweep step loads the window's source changes into the temporary stage `_cdcr_sweep`
 (COPY), then, set-based:
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from cdc_recon.pg.sql import change_id_order, quote_ident
 
-SWEEPER_TABLES = ("sweeper_watermark", "sweep_runs", "missed_changes")
+SWEEPER_TABLES = ("sweeper_watermark", "sweep_runs", "missed_changes", "sweep_completeness")
 STAGE = "_cdcr_sweep"
 STAGE_TX = "_cdcr_sweep_tx"
 OPEN = "_cdcr_open"
@@ -97,6 +99,20 @@ def sweeper_ddl(schema: str) -> list[str]:
             replayed_at timestamptz)""",
         f"CREATE INDEX IF NOT EXISTS missed_changes_pending ON {s}.missed_changes (found_at) "
         "WHERE status = 'pending'",
+        # Counted once per change: only what lies behind the watermark the same step
+        # stores (the rest is staged again by the next run). One row per table.
+        f"""CREATE TABLE IF NOT EXISTS {s}.sweep_completeness (
+            pipeline text NOT NULL,
+            adapter text NOT NULL,
+            source_table text NOT NULL,
+            verified bigint NOT NULL DEFAULT 0,
+            applied bigint NOT NULL DEFAULT 0,
+            superseded bigint NOT NULL DEFAULT 0,
+            missed bigint NOT NULL DEFAULT 0,
+            since timestamptz NOT NULL,
+            swept_until timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (pipeline, adapter, source_table))""",
     ]
 
 

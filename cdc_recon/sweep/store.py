@@ -20,6 +20,7 @@ from typing import Any
 from cdc_recon.pg.sql import quote_ident
 from cdc_recon.sweep import queries as sql
 from cdc_recon.sweep.adapters.base import Classified
+from cdc_recon.sweep.completeness import count_verified
 
 MISSED_SHOWN = 1000  # change ids a run reports back; all are in missed_changes
 
@@ -164,6 +165,23 @@ class SweepStore:
             found = self._counts(cur, staged, transactions)
             cur.execute(sql.record_missed(self.schema), {"adapter": self.adapter, "run_id": run_id})
         return found
+
+    def count_verified(
+        self, context: StepContext, *, start: dt.datetime, until: dt.datetime, transactions: bool
+    ) -> None:
+        """Within the step's transaction: add its changes before `until` (the watermark
+        it stores) to the tables' completeness counts."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                count_verified(self.schema, transactions=transactions),
+                {
+                    "sources": list(context.sources),
+                    "pipeline": self.pipeline,
+                    "adapter": self.adapter,
+                    "from": start,
+                    "until": until,
+                },
+            )
 
     def _counts(self, cur: Any, staged: int, transactions: bool) -> Classified:
         cur.execute(sql.open_counts())

@@ -237,7 +237,13 @@ class _Sweep:
             )
             held = counts.earliest_in_flight
             swept_until = max(step.start, min(step.end, held)) if held else step.end
-            if not explicit:
+            if not explicit:  # an explicit window is a second look: counted once only
+                self.store.count_verified(
+                    step_context,
+                    start=step.start,
+                    until=swept_until,
+                    transactions=self.adapter.transactions,
+                )
                 self.store.advance_watermark(swept_until)
             self.store.commit()
             found += counts

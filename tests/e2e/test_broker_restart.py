@@ -62,8 +62,13 @@ def private_stack(shared_stack: Stack) -> Iterator[tuple[Stack, Endpoints]]:
     """A whole stack of its own; its state directory must be readable by `postgres`."""
     state = Path(tempfile.mkdtemp(prefix="cdcr-e2e-stack-"))
     os.chmod(state, 0o755)
-    # a broker, a PostgreSQL and a Connect worker of its own; no MariaDB (not needed here)
-    own = {"CDC_RECON_STACK_DIR": str(state), "CDC_RECON_STACK_MARIADB": "0"}
+    # a broker, a PostgreSQL and a Connect worker of its own; no MariaDB and no schema
+    # registry (not needed here; the shared stack's hold their ports)
+    own = {
+        "CDC_RECON_STACK_DIR": str(state),
+        "CDC_RECON_STACK_MARIADB": "0",
+        "CDC_RECON_STACK_REGISTRY": "0",
+    }
     stack = Stack({**own, **free_ports()})
     try:
         started = time.monotonic()

@@ -143,6 +143,27 @@ def _start(
         return subprocess.Popen([*cli, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
+def _completeness_rows(conn: sa.Connection, schema: str, group_id: str) -> None:
+    """What the sweeper counted (tested in test_completeness.py): 80 changes verified,
+    two found missed, one of them replayed since (`_control_rows`): 79 of 80 arrived."""
+    s = f'"{schema}"'
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {s}.sweeper_watermark (pipeline, adapter, swept_until) "
+            "VALUES (:g, 'pg_trigger', now() - interval '5 min')"
+        ),
+        {"g": group_id},
+    )
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {s}.sweep_completeness (pipeline, adapter, source_table, verified, "
+            "applied, superseded, missed, since, swept_until) VALUES (:g, 'pg_trigger', "
+            "'public.customers', 80, 78, 0, 2, now() - interval '1 h', now() - interval '5 min')"
+        ),
+        {"g": group_id},
+    )
+
+
 @pytest.fixture(scope="module")
 def monitored(
     services: Services, kafka_admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
@@ -186,6 +207,8 @@ def monitored(
             status == 200
             and body["processed"]["messages"] == len(messages)
             and body["total_lag"] == 0
+            # the total is a sum over the partitions whose lag is known so far
+            and [p["lag"] for p in body["partitions"]] == [0, 0]
             and body["ledger"]["rows"] == changes
             and body["missed"]["pending"] == 1
         )
@@ -194,6 +217,7 @@ def monitored(
         send(services.kafka_bootstrap, topic, messages)
         with engine.begin() as conn:
             _control_rows(conn, schema)
+            _completeness_rows(conn, schema, config["group_id"])
         wait_for(settled, "the service to apply the stream and report it", timeout=60)
         yield found
     finally:
@@ -369,6 +393,26 @@ def test_status_page_in_headless_chromium(monitored: Monitored, tmp_path: Path) 
             "id => document.querySelectorAll('#' + id + ' tbody tr').length)"
         )
         errors = driver.execute_script("return document.getElementById('error').hidden")
+        headline = driver.execute_script(
+            "const e = document.getElementById('completeness'); "
+            "return [e.dataset.ratio, e.dataset.missing, e.textContent]"
+        )
+        driver.find_element("id", "trace-table").send_keys("public.customers")
+        driver.find_element("id", "trace-key").send_keys("6")
+        driver.find_element("id", "trace-from").clear()  # the events' source times: 2023
+        driver.find_element("id", "trace-from").send_keys("2023-01-01")
+        driver.find_element("css selector", "#trace-form button").click()
+        WebDriverWait(driver, 20).until(
+            lambda d: (
+                d.execute_script("return document.getElementById('trace-summary').dataset.known")
+                in ("true", "false", "error")
+            )
+        )
+        traced = driver.execute_script(
+            "return [document.getElementById('trace-summary').dataset.known, "
+            "[...document.querySelectorAll('#t-trace tbody tr')].map(r => r.cells[4].textContent), "
+            "document.querySelectorAll('#t-trace-rows tbody tr.diff').length]"
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "status-page.png"))
     finally:
@@ -383,6 +427,34 @@ def test_status_page_in_headless_chromium(monitored: Monitored, tmp_path: Path) 
     assert (shown["v-missed-pending"], shown["v-missed-replayed"]) == ("1", "1")
     assert shown["v-review"] == str(status["review"]["pending"] or "")
     assert rows == [2, 1, 1]
+    assert headline[:2] == ["0.9875", "1"] and "98.750%" in headline[2], headline
+    # key 6: inserted, then updated; the source has no such table here, so every column
+    # of the target row is marked as differing
+    assert traced == ["true", ["applied", "applied"], 3], traced
+
+
+def test_completeness_gauges_and_trace_api(monitored: Monitored) -> None:
+    _, text = http(f"{monitored.url}/metrics")
+    samples = {
+        (s.name, s.labels.get("table")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("cdc_recon_completeness") or "unverified" in s.name
+    }
+    assert samples[("cdc_recon_completeness_ratio", "public.customers")] == 79 / 80
+    assert samples[("cdc_recon_completeness_ratio", "(all)")] == 79 / 80
+    age = samples[("cdc_recon_oldest_unverified_change_seconds", "public.customers")]
+    assert 290 < age < 3600  # the watermark of 5 minutes ago (the pending one has no time)
+    status, found = http(f"{monitored.url}/api/trace?table=public.customers&key=6&from=2023-01-01")
+    assert status == 200 and [c["op"] for c in found["changes"]] == ["insert", "update"]
+    assert all(c["messages"][0]["topic"] == monitored.topic for c in found["changes"])
+    status, unknown = http(f"{monitored.url}/api/trace?table=public.customers&key=12345")
+    assert status == 404 and unknown["known"] is False and "no trace of" in unknown["error"]
+    status, bad = http(f"{monitored.url}/api/trace?table=nope&key=1")
+    assert status == 400 and "not mapped" in bad["error"]
+    shown = cli_json(monitored, "status", "--json")["completeness"]
+    assert (shown["overall"]["ratio"], shown["overall"]["missing"]) == (79 / 80, 1)
+    assert [t["table"] for t in shown["tables"]] == ["public.customers"]
 
 
 def cli_json(monitored: Monitored, *args: str) -> Any:

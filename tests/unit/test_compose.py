@@ -67,7 +67,7 @@ def test_source_db_has_logical_wal(services: dict[str, Any]) -> None:
 
 def test_published_ports_bind_on_loopback(services: dict[str, Any]) -> None:
     expected = dict(kafka=19092, connect=8083, prometheus=9090, grafana=3000)
-    expected |= {"source-db": 15433, "target-db": 15434, "mariadb": 13306}
+    expected |= {"source-db": 15433, "target-db": 15434, "mariadb": 13306, "schema-registry": 8081}
     seen: dict[int, str] = {}
     for name, service in services.items():
         for port in service.get("ports", []):

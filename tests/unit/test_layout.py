@@ -33,12 +33,13 @@ LEVELS = {
     "replay": 7,
     "sweep": 8,
     "reconcile": 8,
-    "monitor": 9,
+    "trace": 9,  # one key's rows in the control tables of apply, sweep and reconcile
     "retention": 9,  # reads the control tables of apply, sweep and reconcile
-    "run": 10,
-    "control_schema": 10,
-    "cli": 11,
-    "__init__": 11,
+    "monitor": 10,  # serves the trace
+    "run": 11,
+    "control_schema": 11,
+    "cli": 12,
+    "__init__": 12,
 }
 
 

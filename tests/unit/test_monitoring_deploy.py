@@ -28,6 +28,8 @@ ALERTS = {
     "MissedChangesFound",
     "SweeperStalled",
     "QuarantineGrowing",
+    "DataIncomplete",
+    "OldestUnverifiedChangeOld",
 }
 # Exported by cdc_recon/reconcile/metrics.py (issue 6), with these exact names.
 RECONCILIATION = {

@@ -137,6 +137,69 @@ function drawStatus(status) {
     [(p) => p.position, 1], [(p) => p.end_offset, 1], [(p) => p.lag, 1]]);
 }
 
+function drawCompleteness(data) {
+  const el = $("completeness"), all = data.overall;
+  el.dataset.ratio = all.ratio === null ? "" : String(all.ratio);
+  el.dataset.missing = String(all.missing);
+  if (all.ratio === null) {
+    el.textContent = "Completeness: nothing verified yet (the sweeper has not closed a window)";
+    el.className = "headline";
+    return;
+  }
+  const tables = data.tables.filter((t) => t.ratio !== null)
+    .map((t) => `${t.table} ${(t.ratio * 100).toFixed(3)}%`).join(", ");
+  el.textContent = `Completeness ${(all.ratio * 100).toFixed(3)}% of ${fmt(all.verified)} verified ` +
+    `changes · ${fmt(all.missing)} still missing · oldest unverified change ` +
+    `${ago(all.oldest_unverified_age_seconds)} old` + (tables ? ` (${tables})` : "");
+  el.className = "headline " + (all.missing ? "bad" : "ok");
+}
+
+const messagesOf = (c) => c.messages.length
+  ? c.messages.map((m) => `${m.topic}[${m.partition}]@${m.offset} (${m.seen_by})`).join("; ")
+  : "never published";
+
+function drawTrace(trace) {
+  const summary = $("trace-summary");
+  summary.dataset.known = String(trace.known);
+  summary.dataset.changes = String(trace.changes.length);
+  if (!trace.known) {
+    summary.textContent = trace.error;
+    $("t-trace").hidden = $("t-trace-rows").hidden = true;
+    return;
+  }
+  const rows = trace.rows;
+  summary.textContent = `${trace.table} key ${trace.key_text}: ${trace.changes.length} change(s) ` +
+    `from ${trace.from.slice(0, 19)}; rows ${rows.equal ? "equal" : "differ in " +
+    (rows.differing.join(", ") || "presence")}` + (trace.notes.length ? " · " + trace.notes.join(" · ") : "");
+  $("t-trace").hidden = $("t-trace-rows").hidden = false;
+  fillRows("t-trace", trace.changes, [[(c) => (c.source_ts || "").slice(0, 23)], [(c) => c.tx],
+    [(c) => c.op], [messagesOf], [(c) => c.outcome || ""],
+    [(c) => c.quarantine.map((q) => `#${q.id} ${q.reason} (${q.status})`).join("; ")],
+    [(c) => c.missed ? `${c.missed.status}: ${c.missed.reason}` : ""]]);
+  const names = [...new Set([...Object.keys(rows.source || {}), ...Object.keys(rows.target || {})])];
+  const shown = (side, name) => side === null ? "(no row)" : JSON.stringify(side[name]);
+  fillRows("t-trace-rows", names, [[(n) => (rows.differing.includes(n) ? "* " : "") + n],
+    [(n) => shown(rows.source, n)], [(n) => shown(rows.target, n)]]);
+  $("t-trace-rows").querySelectorAll("tbody tr").forEach((tr, i) =>
+    tr.classList.toggle("diff", rows.differing.includes(names[i])));
+}
+
+async function runTrace(event) {
+  if (event) event.preventDefault();
+  const query = new URLSearchParams({ table: $("trace-table").value, key: $("trace-key").value,
+    from: $("trace-from").value || "-7d" });
+  const headers = token() ? { Authorization: "Bearer " + token() } : {};
+  try {
+    const response = await fetch("/api/trace?" + query, { headers, cache: "no-store" });
+    const body = await response.json();
+    if (!response.ok && response.status !== 404) throw new Error(body.error || "HTTP " + response.status);
+    drawTrace(body);
+  } catch (err) {
+    $("trace-summary").textContent = String(err.message || err);
+    $("trace-summary").dataset.known = "error";
+  }
+}
+
 function drawReview(review) {
   $("review-note").textContent = review.note || "";
   const rows = review.items;
@@ -154,6 +217,7 @@ async function refresh() {
       api("/api/missed?limit=1&hours=24"), api("/api/failures?status=open&limit=10"),
       api("/api/review?limit=10"), api("/api/jobs")]);
     drawStatus(status);
+    drawCompleteness(status.completeness);
     const rate = drawHistory(history);
     setValue("v-rate", rate === null ? null : Math.round(rate));
     const hours = missed.by_hour.map((h) => [Date.parse(h.hour) / 3600000, h.found]);
@@ -180,6 +244,8 @@ async function refresh() {
     $("error").hidden = false;
   }
 }
+
+$("trace-form").addEventListener("submit", runTrace);
 
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();

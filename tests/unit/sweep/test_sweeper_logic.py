@@ -182,6 +182,7 @@ def test_sweeper_sql_takes_values_as_parameters() -> None:
         "sweeper_watermark",
         "sweep_runs",
         "missed_changes",
+        "sweep_completeness",
     }
     ddl = "\n".join(sweep_sql.sweeper_ddl('we"ird'))
     assert '"we""ird".missed_changes' in ddl
