@@ -24,6 +24,10 @@ another), each run in a process of its own (`bench/apply_runs.py`):
    the worker does not answer), one task per partition, the best configuration of
    issue 19 (`bench/apply_peer.py`), its JVM warmed up by one unmeasured run first.
 
+With `--ours-from DIR`, cdc_recon as checked out in DIR (its `bench/apply_runs.py` and
+its `cdc_recon/`; the same virtualenv) runs in every round too, as `ours-from`: how one
+idea measures against its base in the same invocation (`vs_ours_from`).
+
 Then both sides apply the ten rows of tricky changes of `bench/apply_tricky.py` (stale
 update, late update after a delete, TOAST placeholder, duplicate) and the bench prints
 how many each gets right.
@@ -77,6 +81,7 @@ from cdc_recon.pg.engine import create_engine  # noqa: E402
 
 RUNS = ROOT / "bench" / "apply_runs.py"
 PEER = "debezium_jdbc"
+BASE = "ours-from"  # cdc_recon of another tree (`--ours-from`): an idea against its base
 
 
 class Bench:
@@ -131,8 +136,12 @@ class Bench:
         )
 
     def child(self, kind: str, events: int) -> float:
-        """One run of ours, per-event or raw COPY in its own process."""
+        """One run of ours, per-event or raw COPY in its own process; BASE: ours from the
+        tree of `--ours-from`."""
         self.rounds += 1
+        script = RUNS
+        if kind == BASE:
+            kind, script = "ours", Path(self.args.ours_from).resolve() / "bench" / RUNS.name
         if kind in ("ours", "per-event"):
             targets = ("customers", "ledger", "key_state")
         else:
@@ -141,7 +150,7 @@ class Bench:
             conn.execute(sa.text(f"TRUNCATE {', '.join(self.table(t) for t in targets)}"))
         group = f"bench-{self.run_id}-{self.rounds}"
         out = subprocess.run(
-            [sys.executable, str(RUNS), kind, "--topic", self.topic, "--schema", self.schema]
+            [sys.executable, str(script), kind, "--topic", self.topic, "--schema", self.schema]
             + ["--group", group, "--events", str(events)]
             + ["--batch-size", str(self.args.batch_size)],
             check=True,
@@ -216,7 +225,7 @@ def report(runs: dict[str, list[float]], bench: Bench, tricky: dict[str, dict[st
         print(f"{kind:>14}: {spread(figures)}  ({', '.join(f'{f:.0f}' for f in figures)})")
     ours = statistics.median(runs["ours"])
     ratios: dict[str, float] = {}
-    for kind in ("per-event", "raw-copy", PEER):
+    for kind in ("per-event", "raw-copy", PEER, BASE):
         if kind not in runs:
             continue
         ratios[kind] = ours / statistics.median(runs[kind])
@@ -235,6 +244,8 @@ def report(runs: dict[str, list[float]], bench: Bench, tricky: dict[str, dict[st
     )
     if PEER in ratios:
         line += f" vs_debezium_jdbc={ratios[PEER]:.2f}"
+    if BASE in ratios:
+        line += f" vs_ours_from={ratios[BASE]:.2f}"
     line += f" peak_rss_mb={bench.peak_mb:.0f} repeat={len(runs['ours'])}"
     for side, scores in tricky.items():
         line += f" tricky_{side}={sum(scores.values())}/{total}"
@@ -249,6 +260,9 @@ def main() -> None:
     parser.add_argument("--per-event", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (medians)")
     parser.add_argument("--no-peer", action="store_true", help="without the JDBC sink")
+    parser.add_argument(
+        "--ours-from", metavar="DIR", help="also run cdc_recon from this tree (an idea's base)"
+    )
     parser.add_argument(
         "--batch-size", type=int, default=ServiceSettings().batch_size, help="service.batch_size"
     )
@@ -268,6 +282,7 @@ def main() -> None:
         if not args.no_peer:
             bench.start_peer()
         kinds = ["ours", "raw-copy", "per-event"] + ([] if args.no_peer else [PEER])
+        kinds += [BASE] if args.ours_from else []
         runs: dict[str, list[float]] = {kind: [] for kind in kinds}
         for round_ in range(args.repeat):
             order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
