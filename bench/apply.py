@@ -32,7 +32,9 @@ Then both sides apply the ten rows of tricky changes of `bench/apply_tricky.py` 
 update, late update after a delete, TOAST placeholder, duplicate) and the bench prints
 how many each gets right.
 
-Prints every run, the medians with their spread ((max - min) / median), the ratios of
+Prints every run, the CPU each side spends per event (its own process's, the JVM's for
+the peer, and the PostgreSQL cluster's, `bench/apply_cpu.py`: steadier than events/s
+on a loaded machine), the medians with their spread ((max - min) / median), the ratios of
 the medians and the range of the per-round ratios, and last the line
 `RESULT apply events_per_s=<n> vs_per_event=<x> vs_raw_copy=<x> vs_debezium_jdbc=<x>
 peak_rss_mb=<n> repeat=<n> tricky_ours=<right>/10 tricky_debezium_jdbc=<right>/10`
@@ -60,7 +62,7 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import apply_peer, apply_tricky  # noqa: E402
+from bench import apply_cpu, apply_peer, apply_tricky  # noqa: E402
 from bench.apply_runs import (  # noqa: E402, F401  (the names other benches import)
     COLUMNS,
     TABLE_DDL,
@@ -98,6 +100,15 @@ class Bench:
         self.peak_mb = 0.0
         self.rounds = 0
         self.sink: apply_peer.JdbcSink | None = None
+        self.postmaster = apply_cpu.postmaster_pid(self.engine)
+        # per kind, per run: (the client's CPU, PostgreSQL's CPU) in µs per event
+        self.cpu: dict[str, list[tuple[float, float]]] = {}
+
+    def pg_cpu(self) -> float:
+        return apply_cpu.cluster_cpu(self.postmaster) if self.postmaster else 0.0
+
+    def note_cpu(self, kind: str, client_s: float, pg_s: float, events: int) -> None:
+        self.cpu.setdefault(kind, []).append((1e6 * client_s / events, 1e6 * pg_s / events))
 
     def table(self, name: str) -> str:
         return f'"{self.schema}".{name}'
@@ -149,6 +160,7 @@ class Bench:
         with self.engine.begin() as conn:  # an empty target and ledger every round
             conn.execute(sa.text(f"TRUNCATE {', '.join(self.table(t) for t in targets)}"))
         group = f"bench-{self.run_id}-{self.rounds}"
+        pg_before = self.pg_cpu()
         out = subprocess.run(
             [sys.executable, str(script), kind, "--topic", self.topic, "--schema", self.schema]
             + ["--group", group, "--events", str(events)]
@@ -159,7 +171,9 @@ class Bench:
             text=True,
         )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
-        if kind == "ours":
+        label = BASE if script != RUNS else kind
+        self.note_cpu(label, figures["cpu_s_per_event"] * events, self.pg_cpu() - pg_before, events)
+        if script == RUNS and kind == "ours":
             self.peak_mb = max(self.peak_mb, figures["peak_rss_mb"])
         return float(figures["events_per_s"])
 
@@ -171,7 +185,21 @@ class Bench:
             self.topic, f"{self.schema}.jdbc_customers", self.url, a.partitions
         )
         finish = apply_peer.last_per_partition(a.events, a.keys, a.partitions)
-        return self.sink.run(f"bench-{self.run_id}-{self.rounds}", config, finish, a.events)
+        jvm = self.sink_pid()
+        before = (apply_cpu.process_cpu(jvm) if jvm else 0.0), self.pg_cpu()
+        rate = self.sink.run(f"bench-{self.run_id}-{self.rounds}", config, finish, a.events)
+        jvm_s = apply_cpu.process_cpu(jvm) - before[0] if jvm else 0.0
+        self.note_cpu(PEER, jvm_s, self.pg_cpu() - before[1], a.events)
+        return rate
+
+    @staticmethod
+    def sink_pid() -> int | None:
+        """The JDBC sink worker's JVM, from the stack's pid file (CDC_RECON_STACK_DIR)."""
+        state = Path(os.environ.get("CDC_RECON_STACK_DIR") or ROOT / ".stack")
+        try:
+            return int((state / "jdbc-sink" / "connect.pid").read_text())
+        except (OSError, ValueError):
+            return None
 
     def start_peer(self) -> None:
         sink_url = os.environ.get("CDC_RECON_JDBC_SINK_URL") or "http://127.0.0.1:{}".format(
@@ -234,14 +262,18 @@ def report(runs: dict[str, list[float]], bench: Bench, tricky: dict[str, dict[st
             f"vs {kind}: {ratios[kind]:.2f} (ratio of medians; per round "
             f"{min(rounds):.2f}-{max(rounds):.2f})"
         )
+    for kind, figures in bench.cpu.items():
+        client = statistics.median(c for c, _ in figures)
+        pg = statistics.median(p for _, p in figures)
+        print(f"{kind:>14}: CPU {client:6.1f} µs/event in its process, {pg:6.1f} in PostgreSQL")
     for side, scores in tricky.items():
         print(f"tricky, {side}: {apply_tricky.describe(scores)}")
     print(f"ours: peak RSS {bench.peak_mb:.0f} MB, {native.describe()} encoders")
     total = sum(len(keys) for keys in apply_tricky.CASES.values())
-    line = (
-        f"RESULT apply events_per_s={ours:.0f} vs_per_event={ratios['per-event']:.2f} "
-        f"vs_raw_copy={ratios['raw-copy']:.2f}"
-    )
+    line = f"RESULT apply events_per_s={ours:.0f}"
+    if "per-event" in ratios:
+        line += f" vs_per_event={ratios['per-event']:.2f}"
+    line += f" vs_raw_copy={ratios['raw-copy']:.2f}"
     if PEER in ratios:
         line += f" vs_debezium_jdbc={ratios[PEER]:.2f}"
     if BASE in ratios:
@@ -257,7 +289,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--per-event", type=int, default=5_000)
+    parser.add_argument("--per-event", type=int, default=5_000, help="events; 0: not run")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (medians)")
     parser.add_argument("--no-peer", action="store_true", help="without the JDBC sink")
     parser.add_argument(
@@ -281,7 +313,8 @@ def main() -> None:
         bench.produce()
         if not args.no_peer:
             bench.start_peer()
-        kinds = ["ours", "raw-copy", "per-event"] + ([] if args.no_peer else [PEER])
+        kinds = ["ours", "raw-copy"] + (["per-event"] if args.per_event > 0 else [])
+        kinds += [] if args.no_peer else [PEER]
         kinds += [BASE] if args.ours_from else []
         runs: dict[str, list[float]] = {kind: [] for kind in kinds}
         for round_ in range(args.repeat):

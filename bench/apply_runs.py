@@ -2,9 +2,11 @@
 
 `python bench/apply_runs.py ours|per-event|raw-copy --topic T --schema S --group G
 --events N` runs one of them on the events already in topic T and prints one JSON line,
-`{"events_per_s": ..., "peak_rss_mb": ...}`: a process per run keeps one run's memory
-(the raw COPY holds every message) and warm caches out of the next, and makes the peak
-RSS of cdc_recon's run its own. `--produce` writes the events (`produce`).
+`{"events_per_s": ..., "peak_rss_mb": ..., "cpu_s_per_event": ...}` (this process's CPU,
+over the timed span for ours, over the whole run, consuming included, for the others).
+A process per run keeps one run's memory (the raw COPY holds every message) and warm
+caches out of the next, and makes the peak RSS of cdc_recon's run its own. `produce`
+writes the events (`bench/apply.py --produce`).
 """
 
 from __future__ import annotations
@@ -149,21 +151,33 @@ def settings_for(
     )
 
 
+def cpu_seconds() -> float:
+    """User and system CPU of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_ours(settings: Settings, engine: sa.Engine, events: int) -> float:
     """Events/s of the real service, from its first batch to the last event applied."""
+    return run_ours_timed(settings, engine, events)[0]
+
+
+def run_ours_timed(settings: Settings, engine: sa.Engine, events: int) -> tuple[float, float]:
+    """`run_ours`'s events/s, and this process's CPU seconds per event over the same span."""
     applier = Applier(engine, settings)
     applier.prepare()
     producer = DeadLetterProducer(settings)
     service = Service(settings, applier, GroupConsumer(settings), producer)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
-    first_at, first_count = 0.0, 0
+    first_at, first_count, first_cpu = 0.0, 0, 0.0
     deadline = time.monotonic() + 900
     while service.stats.messages < events and time.monotonic() < deadline:
         if not first_at and service.stats.messages:
             first_at, first_count = time.monotonic(), service.stats.messages
+            first_cpu = cpu_seconds()
         time.sleep(0.005)
-    done_at = time.monotonic()
+    done_at, done_cpu = time.monotonic(), cpu_seconds()
     service.stop()
     thread.join(60)
     producer.close()
@@ -171,7 +185,8 @@ def run_ours(settings: Settings, engine: sa.Engine, events: int) -> float:
     if service.stats.messages < events:
         raise SystemExit(f"ours: only {service.stats.messages} of {events} events in 900 s")
     print(f"ours: {service.stats.summary()}", file=sys.stderr)
-    return (events - first_count) / (done_at - first_at)
+    counted = events - first_count
+    return counted / (done_at - first_at), (done_cpu - first_cpu) / counted
 
 
 def consume_all(settings: Settings, count: int) -> tuple[list[Message], float]:
@@ -252,17 +267,20 @@ def child(argv: list[str]) -> None:
     service = settings.service.model_copy(update={"batch_size": args.batch_size})
     settings = settings.model_copy(update={"service": service})
     engine = create_engine(url)
+    started_cpu = cpu_seconds()
     try:
         if args.kind == "ours":
-            rate = run_ours(settings, engine, args.events)
+            rate, cpu = run_ours_timed(settings, engine, args.events)
         elif args.kind == "per-event":
             rate = run_per_event(settings, engine, args.events)
         else:
             rate = run_raw_copy(settings, engine, args.events, args.schema)
+        if args.kind != "ours":  # the whole run, consuming included
+            cpu = (cpu_seconds() - started_cpu) / args.events
     finally:
         engine.dispose()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"events_per_s": rate, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"events_per_s": rate, "peak_rss_mb": peak_mb, "cpu_s_per_event": cpu}))
 
 
 if __name__ == "__main__":
