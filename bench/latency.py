@@ -11,7 +11,8 @@ map, the batch's transaction.
 
 The real service (`apply.service.Service`, the pipeline and its worker thread) applies
 them; its applier notes the wall clock when each batch's `write` returns (its transaction
-committed) and each event's latency is that minus its `source.ts_ms`. The service joins
+committed) and each event's latency is that minus its `source.ts_ms`; the part of it up
+to the batch's `prepare_batch` (consumed, decoded) is printed too. The service joins
 its consumer group and applies one priming event before the steady stream starts, so the
 join is not measured.
 
@@ -114,20 +115,30 @@ def produce_steady(
 
 class StampingApplier(Applier):
     """Notes each committed event's latency: wall clock at `write`'s return minus its
-    `source.ts_ms`."""
+    `source.ts_ms`; and its part up to the moment the service had consumed its batch
+    (`prepare_batch` called, right after the poll and the decode)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.latencies: list[int] = []
+        self.to_consumed: list[int] = []
         self.batches = 0
+        self._consumed: dict[int, int] = {}
+
+    def prepare_batch(self, items: Any) -> PreparedBatch:
+        consumed_ms = int(time.time() * 1000)
+        batch = super().prepare_batch(items)
+        self._consumed[id(batch)] = consumed_ms
+        return batch
 
     def write(self, batch: PreparedBatch, *args: Any, **kwargs: Any) -> Any:
         result = super().write(batch, *args, **kwargs)
         now_ms = int(time.time() * 1000)
+        consumed_ms = self._consumed.pop(id(batch), now_ms)
         self.batches += 1
-        self.latencies.extend(
-            now_ms - c.decoded.event.source_ts_ms for c in batch.changes if c.decoded.event
-        )
+        sources = [c.decoded.event.source_ts_ms for c in batch.changes if c.decoded.event]
+        self.latencies.extend(now_ms - source for source in sources)
+        self.to_consumed.extend(consumed_ms - source for source in sources)
         return result
 
 
@@ -161,6 +172,7 @@ def measure(args: argparse.Namespace, bootstrap: str, url: str, topic: str, sche
         subprocess.run(prime, check=True)  # one event: the group is joined once it is applied
         wait_for("the priming event applied", lambda: applier.latencies, 120, lambda: "nothing")
         applier.latencies.clear()
+        applier.to_consumed.clear()
         subprocess.run(command + ["--seconds", str(args.seconds), "--first", "1"], check=True)
         expected = round(args.seconds / TICK) * max(1, round(args.rate * TICK))
         wait_for(
@@ -189,6 +201,11 @@ def report(args: argparse.Namespace, applier: StampingApplier) -> None:
     print(
         f"latency ms: p50 {p50}, p90 {p90}, p99 {p99}, max {max(lat)}, "
         f"mean {statistics.fmean(lat):.0f}"
+    )
+    part = applier.to_consumed
+    print(
+        f"of which up to the batch consumed and decoded (producer, broker, poll, linger): "
+        f"p50 {percentile(part, 50)}, p99 {percentile(part, 99)}"
     )
     print(
         f"RESULT latency rate={args.rate} p50_ms={p50} p99_ms={p99} max_ms={max(lat)} "
