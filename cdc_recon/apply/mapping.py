@@ -27,11 +27,11 @@ from typing import Any
 
 import msgspec
 
+from cdc_recon.apply import native
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
 from cdc_recon.events import MISSING, ChangeEvent, Op, SourcePosition, change_id, key_text
 from cdc_recon.exceptions import InvalidChange, MappingError, NewColumns
-from cdc_recon.apply import native
 from cdc_recon.fit import Check, column_check, native_kind, preview
 
 # Target index per image column (None: the image is the target row), the columns left
