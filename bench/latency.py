@@ -157,6 +157,9 @@ def percentile(values: list[int], p: float) -> int:
 
 def measure(args: argparse.Namespace, bootstrap: str, url: str, topic: str, schema: str) -> None:
     settings = settings_for(bootstrap, url, schema, topic, f"latency-{schema}")
+    if args.linger is not None:
+        service_settings = settings.service.model_copy(update={"linger": args.linger})
+        settings = settings.model_copy(update={"service": service_settings})
     engine = create_engine(url)
     init_control_schema(engine, schema)
     applier = StampingApplier(engine, settings)
@@ -209,6 +212,7 @@ def report(args: argparse.Namespace, applier: StampingApplier) -> None:
     )
     print(
         f"RESULT latency rate={args.rate} p50_ms={p50} p99_ms={p99} max_ms={max(lat)} "
+        f"linger_s={applier.settings.service.linger:g} "
         f"events={len(lat)} peak_rss_mb={peak_mb:.0f}"
     )
 
@@ -219,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--linger", type=float, help="service.linger, seconds (default: its)")
     parser.add_argument(
         "--produce", nargs=2, metavar=("BOOTSTRAP", "TOPIC"), help=argparse.SUPPRESS
     )
