@@ -21,9 +21,11 @@ raises `MappingError`, and is quarantined by the applier, when:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -103,6 +105,11 @@ class TableMapper:
         self._soft_flag = (
             self._index.get(mapping.soft_delete_column) if mapping.delete_mode == "soft" else None
         )
+        # timestamptz columns whose zone-less source times are read in datetime_zone
+        self._zone = None if mapping.datetime_zone == "UTC" else ZoneInfo(mapping.datetime_zone)
+        self._zoned = tuple(
+            i for i, type_name in enumerate(shape.types) if type_name == "timestamp with time zone"
+        )
         if mapping.delete_mode == "soft" and self._soft_flag is None:
             raise ValueError(
                 f"{shape.table}: soft delete column {mapping.soft_delete_column!r} is missing"
@@ -179,18 +186,29 @@ class TableMapper:
         indexes, missing, ignored = self._plan(event.table, tuple(after), event.source_types)
         for column in ignored:
             self.ignored[column] = self.ignored.get(column, 0) + 1
-        if indexes is None:
+        if indexes is None and self._zone is None:
             values = tuple(after.values())
             self._check(event.table, values)
             return values, missing
+        if indexes is None:
+            indexes = tuple(range(len(self.shape.columns)))
         row: list[Any] = [MISSING] * len(self.shape.columns)
         for index, value in zip(indexes, after.values(), strict=True):
             if index >= 0:
                 row[index] = value
         if self._soft_flag is not None:
             row[self._soft_flag] = False
+        if self._zone is not None:
+            self._in_zone(row)
         self._check(event.table, row)
         return tuple(row), missing
+
+    def _in_zone(self, row: list[Any]) -> None:
+        """Zone-less times of timestamptz columns read in `datetime_zone` (UTC: as they are)."""
+        for index in self._zoned:
+            value = row[index]
+            if type(value) is dt.datetime and value.tzinfo is None:
+                row[index] = value.replace(tzinfo=self._zone)
 
     def _check(self, table: str, row: Sequence[Any]) -> None:
         missing = MISSING

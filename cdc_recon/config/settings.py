@@ -75,6 +75,24 @@ class TableMapping(_Section):
         "else postgresql",
     )
 
+    datetime_zone: str = Field(
+        "UTC",
+        description="the time zone a source time WITHOUT zone is read in when its target "
+        "column is timestamptz: a MySQL/MariaDB DATETIME (Debezium sends its wall time) or "
+        "a PostgreSQL timestamp; an IANA name such as Europe/Berlin",
+    )
+
+    @field_validator("datetime_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. UTC)") from exc
+        return value
+
     def source_family(self, fmt: str) -> str:
         """The connector family this table's changes must come from (see `connector`)."""
         return self.connector or ("plain" if fmt == "plain" else "postgresql")

@@ -62,7 +62,9 @@ def private_stack(shared_stack: Stack) -> Iterator[tuple[Stack, Endpoints]]:
     """A whole stack of its own; its state directory must be readable by `postgres`."""
     state = Path(tempfile.mkdtemp(prefix="cdcr-e2e-stack-"))
     os.chmod(state, 0o755)
-    stack = Stack({"CDC_RECON_STACK_DIR": str(state), **free_ports()})
+    # a broker, a PostgreSQL and a Connect worker of its own; no MariaDB (not needed here)
+    own = {"CDC_RECON_STACK_DIR": str(state), "CDC_RECON_STACK_MARIADB": "0"}
+    stack = Stack({**own, **free_ports()})
     try:
         started = time.monotonic()
         stack.run("up", timeout=300)

@@ -12,7 +12,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("kafka", "source-db", "target-db", "connect", "connect-init", "prometheus", "grafana")
+SERVICES = (
+    "kafka", "source-db", "target-db", "mariadb", "connect", "connect-init",
+    "connect-init-mariadb", "prometheus", "grafana",
+)  # fmt: skip
 
 
 def _yaml(path: Path) -> Any:
@@ -64,7 +67,7 @@ def test_source_db_has_logical_wal(services: dict[str, Any]) -> None:
 
 def test_published_ports_bind_on_loopback(services: dict[str, Any]) -> None:
     expected = dict(kafka=19092, connect=8083, prometheus=9090, grafana=3000)
-    expected |= {"source-db": 15433, "target-db": 15434}
+    expected |= {"source-db": 15433, "target-db": 15434, "mariadb": 13306}
     seen: dict[int, str] = {}
     for name, service in services.items():
         for port in service.get("ports", []):
@@ -76,14 +79,24 @@ def test_published_ports_bind_on_loopback(services: dict[str, Any]) -> None:
     assert {port: name for name, port in expected.items()} == seen
 
 
-def test_connector_config(services: dict[str, Any]) -> None:
-    path = DEPLOY / "connect" / "debezium-postgres.json"
+@pytest.mark.parametrize(
+    ("init", "file", "name", "connector_class"),
+    [
+        ("connect-init", "debezium-postgres.json", "cdc-recon-source",
+         "io.debezium.connector.postgresql.PostgresConnector"),
+        ("connect-init-mariadb", "debezium-mariadb.json", "cdc-recon-mariadb",
+         "io.debezium.connector.mariadb.MariaDbConnector"),
+    ],
+)  # fmt: skip
+def test_connector_config(
+    services: dict[str, Any], init: str, file: str, name: str, connector_class: str
+) -> None:
+    path = DEPLOY / "connect" / file
     text = path.read_text(encoding="utf-8")
     connector = json.loads(text)
     config = connector["config"]
-    assert connector["name"] == "cdc-recon-source"
-    assert config["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
-    assert config["plugin.name"] == "pgoutput"
+    assert connector["name"] == name == _env(services[init])["CONNECTOR_NAME"]
+    assert config["connector.class"] == connector_class
     assert config["provide.transaction.metadata"] == "true"
     for key, token in (("hostname", "DB_HOST"), ("password", "DB_PASSWORD")):
         assert config[f"database.{key}"] == "${" + token + "}"
@@ -92,9 +105,20 @@ def test_connector_config(services: dict[str, Any]) -> None:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if i and re.search(r'"config"\s*:\s*{', line))
     assert json.loads("\n".join(["{", *lines[start + 1 : -1]])) == config
-    init = services["connect-init"]
-    assert f"./deploy/connect/{path.name}:/connector.json:ro" in init["volumes"]
-    assert "/connector.json" in init["command"][0] and "PUT" in init["command"][0]
+    # every ${...} the JSON holds is one the command replaces
+    command = services[init]["command"][0]
+    for token in set(re.findall(r"\$\{(\w+)\}", text)):
+        assert f"[$$]{{{token}}}" in command, token
+    assert f"./deploy/connect/{path.name}:/connector.json:ro" in services[init]["volumes"]
+    assert "/connector.json" in command and "PUT" in command
+
+
+def test_mariadb_writes_the_binlog_debezium_reads(services: dict[str, Any]) -> None:
+    flags = set(services["mariadb"]["command"])
+    wanted = {"--binlog-format=ROW", "--binlog-row-image=FULL", "--gtid-strict-mode=ON"}
+    assert wanted <= flags and any(f.startswith("--log-bin") for f in flags)
+    assert "./deploy/mariadb/init:/docker-entrypoint-initdb.d:ro" in services["mariadb"]["volumes"]
+    assert (DEPLOY / "mariadb" / "init" / "10-debezium.sh").exists()
 
 
 def test_prometheus_scrapes_cdc_recon(services: dict[str, Any]) -> None:

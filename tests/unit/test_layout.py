@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cdc_recon"
-DOORS = {"psycopg2": "pg", "confluent_kafka": "kafka"}
+DOORS = {"psycopg2": "pg", "confluent_kafka": "kafka", "pymysql": "mariadb"}
 # Lower numbers are imported by higher ones, never the other way round. Packages of one
 # level do not import each other either (sweep and reconcile are independent).
 LEVELS = {
@@ -24,6 +24,7 @@ LEVELS = {
     "fit": 1,
     "config": 3,
     "pg": 4,
+    "mariadb": 4,
     "kafka": 4,
     "codecs": 4,
     "source_db": 5,

@@ -1,12 +1,14 @@
 # Sourced by scripts/stack (it sets HOST, STATE, CACHE, HERE, the ports, CONNECT_HEAP and
 # the helpers pid_alive, port_open, wait_for, fail_with_log, stop_pid, say, die): the
-# Kafka Connect worker with the Debezium PostgreSQL connector, and `connector ...`.
+# Kafka Connect worker with the Debezium PostgreSQL and MariaDB connectors, and
+# `connector ...`.
 # shellcheck shell=bash
 
 CONNECT_DIR="$STATE/connect"
 CONNECT_LOG="$CONNECT_DIR/connect.log"
 CONNECT_PID="$CONNECT_DIR/connect.pid"
 CONNECT_LIB="$CACHE/connect-lib"
+CONNECT_PLUGINS="$CACHE/connect-plugins"  # one isolated plugin per folder of connect/plugins/
 CONNECT_URL="http://$HOST:$CONNECT_PORT"
 CONNECT_OFF="$STATE/connect.off"  # written by `up --no-connect`
 
@@ -25,17 +27,40 @@ connect_jars() {
     touch "$CONNECT_LIB/.resolved-$stamp"
 }
 
+connect_plugins() {
+    # Plugins whose versions differ from the worker's classpath (the MariaDB connector is
+    # served at 3.5.0 only): each folder of scripts/stack.d/connect/plugins/ holds a pom
+    # whose runtime jars go into a folder of their own on plugin.path, where Connect loads
+    # them child-first, apart from Debezium 3.6.1 on the classpath.
+    local pom name stamp dir
+    for pom in "$HERE"/connect/plugins/*/pom.xml; do
+        name=$(basename "$(dirname "$pom")")
+        dir="$CONNECT_PLUGINS/$name"
+        stamp=$(sha256sum "$pom" | cut -c1-16)
+        [[ -f "$dir/.resolved-$stamp" ]] && continue
+        say "resolving the Connect plugin $name from Maven Central into $dir"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$dir" \
+            -DincludeScope=runtime >"$CACHE/connect-plugin-$name-mvn.log" 2>&1; then
+            fail_with_log connect "$CACHE/connect-plugin-$name-mvn.log" "Maven could not resolve the plugin $name"
+        fi
+        touch "$dir/.resolved-$stamp"
+    done
+}
+
 connector_py() { # command args...
     python3 "$HERE/connect/connector.py" --url "$CONNECT_URL" \
-        --pg-host "$HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" "$@"
+        --pg-host "$HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" \
+        --mariadb-port "$MARIADB_PORT" --state-dir "$STATE" "$@"
 }
 
 connect_ready() { connector_py ready; }
 
 connect_config() {
-    # Debezium's jars sit on the worker's classpath beside Connect's own (one Maven
-    # resolution, one version of each library) and plugins are found through their
-    # ServiceLoader manifests, with no classpath scan, so the worker starts in seconds.
+    # Each Debezium connector is an isolated plugin on plugin.path (connect_plugins) and
+    # plugins are found through their ServiceLoader manifests, with no classpath scan, so
+    # the worker starts in seconds.
     # offset.flush.interval.ms is short because Debezium confirms a position to its
     # replication slot only after Connect flushed the offset: the slot frees WAL sooner.
     cat >"$CONNECT_DIR/worker.properties" <<EOF
@@ -61,6 +86,7 @@ offset.flush.interval.ms=1000
 scheduled.rebalance.max.delay.ms=0
 task.shutdown.graceful.timeout.ms=5000
 plugin.discovery=service_load
+plugin.path=$CONNECT_PLUGINS
 EOF
 }
 
@@ -73,11 +99,12 @@ connect_up() {
         die "port $CONNECT_PORT is taken by a process this script did not start; set CDC_RECON_STACK_CONNECT_PORT"
     fi
     connect_jars
+    connect_plugins
     mkdir -p "$CONNECT_DIR"
     connect_config
-    say "starting kafka connect (debezium postgres) on $CONNECT_URL"
+    say "starting kafka connect (debezium postgres, mariadb) on $CONNECT_URL"
     # shellcheck disable=SC2086
-    java $CONNECT_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+    java $CONNECT_HEAP -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
         -Dlog4j2.configurationFile="$HERE/connect/log4j2.properties" -Dcdc.stack.log="$CONNECT_LOG" \
         -cp "$CONNECT_LIB/*" org.apache.kafka.connect.cli.ConnectDistributed \
         "$CONNECT_DIR/worker.properties" </dev/null >"$CONNECT_DIR/stdout.log" 2>&1 &
@@ -92,10 +119,12 @@ connect_up() {
 connect_down() { stop_pid connect "$CONNECT_PID"; }
 
 connect_version() {
-    local kafka debezium
+    local kafka debezium mariadb
     kafka=$(ls "$CONNECT_LIB" 2>/dev/null | sed -n 's/^connect-runtime-\(.*\)\.jar$/\1/p')
-    debezium=$(ls "$CONNECT_LIB" 2>/dev/null | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p')
-    echo "$kafka (debezium-connector-postgres $debezium)"
+    debezium=$(ls "$CONNECT_PLUGINS/debezium-postgres" 2>/dev/null | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p')
+    mariadb=$(ls "$CONNECT_PLUGINS/debezium-mariadb" 2>/dev/null |
+        sed -n 's/^debezium-connector-mariadb-\(.*\)\.jar$/\1/p')
+    echo "$kafka (debezium-connector-postgres $debezium, debezium-connector-mariadb ${mariadb:-none})"
 }
 
 cmd_connector() {

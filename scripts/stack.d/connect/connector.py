@@ -4,22 +4,29 @@ Standard library only (scripts/stack runs it before any virtualenv exists); SQL 
 through `psql`. Called by `scripts/stack connector ...`, which passes where Connect and
 PostgreSQL are:
 
-    connector.py --url URL --pg-host H --pg-port P --pg-user U ready
-    connector.py ... register [NAME] [key=value ...] [--wait SECONDS]
+    connector.py --url URL --pg-host H --pg-port P --pg-user U \
+        --mariadb-port P --state-dir DIR ready
+    connector.py ... register [NAME] [--source postgres|mariadb] [key=value ...] [--wait SECONDS]
     connector.py ... delete NAME
     connector.py ... status [NAME]
     connector.py ... pause|resume NAME
 
-`register` reads the checked-in connector JSON (deploy/connect/debezium-postgres.json),
-replaces its ${DB_*} placeholders with the local stack's values, applies overrides and
-PUTs the config (create or update), then waits until the connector and its task run and
-its replication slot streams. Overrides, weakest first: the JSON; for a NAME other than
-the JSON's, a topic prefix, slot and publication named after NAME (so that connectors
-never share a slot); the environment (CDC_RECON_CONNECTOR_TABLES, _TOPIC_PREFIX, _SLOT,
-_PUBLICATION, _DB); then `key=value` arguments (any connector setting).
+`register` reads the checked-in connector JSON (deploy/connect/debezium-postgres.json, or
+debezium-mariadb.json with `--source mariadb`), replaces its ${...} placeholders with the
+local stack's values, applies overrides and PUTs the config (create or update), then
+waits until the connector and its task run and it streams (PostgreSQL: its replication
+slot is active; MariaDB: its binlog dump thread is connected). Overrides, weakest first:
+the JSON; for a NAME other than the JSON's, names derived from NAME (PostgreSQL: topic
+prefix, slot and publication, so that connectors never share a slot; MariaDB: topic
+prefix, and the server id and schema history file follow the name anyway); the
+environment (CDC_RECON_CONNECTOR_TABLES, _TOPIC_PREFIX, _SLOT, _PUBLICATION, _DB); then
+`key=value` arguments (any connector setting).
 
-`delete` removes the connector, then drops its replication slot and publication: a
-left-over slot pins WAL forever, and max_replication_slots is small.
+`delete` removes the connector, then what it left behind. PostgreSQL: its replication
+slot and publication (a left-over slot pins WAL forever, and max_replication_slots is
+small). MariaDB: its stored offsets (reset through Connect's REST API before the delete)
+and its schema history file, so that a connector registered again under that name
+starts with a new snapshot instead of a binlog position that may be gone.
 """
 
 from __future__ import annotations
@@ -33,11 +40,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 CONNECTOR_JSON = ROOT / "deploy" / "connect" / "debezium-postgres.json"
+MARIADB_JSON = ROOT / "deploy" / "connect" / "debezium-mariadb.json"
+MARIADB_CLASS = "io.debezium.connector.mariadb.MariaDbConnector"
 ENV_OVERRIDES = {
     "CDC_RECON_CONNECTOR_TABLES": "table.include.list",
     "CDC_RECON_CONNECTOR_TOPIC_PREFIX": "topic.prefix",
@@ -149,35 +160,89 @@ def drop_slot_and_publication(pg: Postgres, db: str, slot: str, publication: str
         print(f"dropped publication {publication}")
 
 
+# -- MariaDB ------------------------------------------------------------------------
+
+
+class MariaDB:
+    """The stack's MariaDB, through the `mariadb` client (as the stack's `cdc_recon`)."""
+
+    def __init__(self, host: str, port: str) -> None:
+        self.host, self.port = host, port
+
+    def query(self, sql: str) -> str:
+        command = ["mariadb", "--no-defaults", "-N", "-B", "-h", self.host, "-P", self.port]
+        command += ["-u", "cdc_recon", "-e", sql]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise Failed(f"mariadb: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def dump_threads(self, younger_than: float) -> int:
+        """Binlog dump threads of the `debezium` account connected for at most that long."""
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'debezium' "
+            f"AND COMMAND LIKE 'Binlog Dump%' AND TIME <= {int(younger_than) + 1}"
+        )
+        return int(self.query(sql) or 0)
+
+
+@dataclass
+class Stack:
+    """Where the stack's services are (from scripts/stack)."""
+
+    pg: Postgres
+    mariadb: MariaDB
+    state_dir: Path
+
+
 # -- the connector's configuration --------------------------------------------------
 
 
-def template() -> tuple[str, dict[str, str]]:
-    data = json.loads(CONNECTOR_JSON.read_text(encoding="utf-8"))
+def template(source: str = "postgres") -> tuple[str, dict[str, str]]:
+    path = MARIADB_JSON if source == "mariadb" else CONNECTOR_JSON
+    data = json.loads(path.read_text(encoding="utf-8"))
     return str(data["name"]), {str(k): str(v) for k, v in data["config"].items()}
 
 
-def derived_names(name: str) -> dict[str, str]:
-    """Per-connector topic prefix, slot and publication for a NAME not in the JSON."""
-    if name == template()[0]:
+def source_of(config: dict[str, str]) -> str:
+    return "mariadb" if config.get("connector.class") == MARIADB_CLASS else "postgres"
+
+
+def derived_names(name: str, source: str) -> dict[str, str]:
+    """Per-connector names for a NAME not in the JSON: a topic prefix, and for PostgreSQL
+    a slot and a publication of its own."""
+    if name == template(source)[0]:
         return {}
+    if source == "mariadb":
+        return {"topic.prefix": name}
     ident = re.sub(r"[^a-z0-9_]", "_", name.lower())[:58]
     return {"topic.prefix": name, "slot.name": f"{ident}_slot", "publication.name": f"{ident}_pub"}
 
 
-def render(name: str, pg: Postgres, overrides: list[str]) -> dict[str, str]:
+def server_id(name: str) -> str:
+    """A binlog client's server id, stable per connector name, never the server's own (1)."""
+    return str(1000 + zlib.crc32(name.encode()) % 1_000_000)
+
+
+def render(
+    name: str, stack: Stack, overrides: list[str], source: str = "postgres"
+) -> dict[str, str]:
     """The JSON's config for the local stack, with the overrides of the module docstring."""
-    _, config = template()
+    _, config = template(source)
+    pg = stack.pg
     values = {
         "DB_HOST": pg.host,
-        "DB_PORT": pg.port,
+        "DB_PORT": stack.mariadb.port if source == "mariadb" else pg.port,
         "DB_USER": pg.user,
         "DB_PASSWORD": os.environ.get("CDC_RECON_CONNECTOR_PASSWORD", ""),
         "DB_NAME": "source",
+        "SERVER_ID": server_id(name),
+        "STATE_DIR": str(stack.state_dir),
+        "NAME": name,
     }
     for key, value in config.items():
         config[key] = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), value)
-    config.update(derived_names(name))
+    config.update(derived_names(name, source))
     config.update({key: os.environ[env] for env, key in ENV_OVERRIDES.items() if env in os.environ})
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -192,26 +257,38 @@ def render(name: str, pg: Postgres, overrides: list[str]) -> dict[str, str]:
 # -- commands -----------------------------------------------------------------------
 
 
-def wait_running(url: str, name: str, pg: Postgres, config: dict[str, str], seconds: float) -> None:
-    """Until the connector and its tasks run and the slot streams, or fail naming why."""
-    deadline = time.monotonic() + seconds
-    slot, db = config["slot.name"], config["database.dbname"]
+def task_states(url: str, name: str, seconds: float) -> tuple[bool, str]:
+    """(whether the connector and all its tasks run, a description); fails on FAILED."""
+    status = http_retrying(f"{url}/connectors/{name}/status", seconds=seconds)
+    tasks = status.get("tasks", [])
+    for task in [status["connector"], *tasks]:
+        if task.get("state") == "FAILED":
+            trace = (task.get("trace") or "").strip().splitlines()
+            raise Failed(f"connector {name} failed: {' | '.join(trace[:3])}")
+    running = status["connector"]["state"] == "RUNNING" and bool(tasks)
+    running = running and all(t["state"] == "RUNNING" for t in tasks)
+    return running, f"connector {status['connector']['state']}, tasks {[t['state'] for t in tasks]}"
+
+
+def wait_running(url: str, name: str, stack: Stack, config: dict[str, str], seconds: float) -> None:
+    """Until the connector and its tasks run and it streams, or fail naming why."""
+    started = time.monotonic()
+    deadline = started + seconds
+    source = source_of(config)
     state = "unknown"
     while time.monotonic() < deadline:
-        left = deadline - time.monotonic()
-        status = http_retrying(f"{url}/connectors/{name}/status", seconds=left)
-        tasks = status.get("tasks", [])
-        for task in [status["connector"], *tasks]:
-            if task.get("state") == "FAILED":
-                trace = (task.get("trace") or "").strip().splitlines()
-                raise Failed(f"connector {name} failed: {' | '.join(trace[:3])}")
-        running = status["connector"]["state"] == "RUNNING" and tasks
-        running = running and all(t["state"] == "RUNNING" for t in tasks)
-        state = f"connector {status['connector']['state']}, tasks {[t['state'] for t in tasks]}"
-        if running and slot_state(pg, db, slot) == "active":
+        running, state = task_states(url, name, deadline - time.monotonic())
+        if running and streams(stack, config, time.monotonic() - started):
             return
         time.sleep(0.25)
-    blockers = pg.query(
+    if source == "mariadb":
+        raise Failed(
+            f"connector {name} not streaming after {seconds:g}s ({state}; no binlog dump "
+            "thread of the `debezium` account connected: still snapshotting, or see "
+            ".stack/connect/connect.log)"
+        )
+    slot, db = config["slot.name"], config["database.dbname"]
+    blockers = stack.pg.query(
         db,
         "SELECT string_agg(format('pid %s (%s, %s, %s s): %s', pid, datname, state, "
         "extract(epoch FROM now() - xact_start)::int, left(query, 60)), '; ') "
@@ -220,6 +297,13 @@ def wait_running(url: str, name: str, pg: Postgres, config: dict[str, str], seco
     )
     hint = f"; creating a slot waits for these transactions: {blockers}" if blockers else ""
     raise Failed(f"connector {name} not streaming after {seconds:g}s ({state}, slot {slot}){hint}")
+
+
+def streams(stack: Stack, config: dict[str, str], elapsed: float) -> bool:
+    """PostgreSQL: the slot is active; MariaDB: a binlog dump thread connected since."""
+    if source_of(config) == "mariadb":
+        return stack.mariadb.dump_threads(younger_than=elapsed) > 0
+    return slot_state(stack.pg, config["database.dbname"], config["slot.name"]) == "active"
 
 
 def validation_errors(url: str, name: str, config: dict[str, str]) -> str:
@@ -243,41 +327,64 @@ def validation_errors(url: str, name: str, config: dict[str, str]) -> str:
     return f"connector {name} refused: " + "; ".join(errors) if errors else ""
 
 
-def register(args: argparse.Namespace, pg: Postgres) -> None:
-    name = args.name or template()[0]
-    config = render(name, pg, args.overrides)
+def register(args: argparse.Namespace, stack: Stack) -> None:
+    name = args.name or template(args.source)[0]
+    config = render(name, stack, args.overrides, args.source)
     started = time.monotonic()
     try:
         http_retrying(f"{args.url}/connectors/{name}/config", "PUT", config)
     except Failed as exc:
         raise Failed(validation_errors(args.url, name, config) or str(exc)) from exc
     if args.wait > 0:
-        wait_running(args.url, name, pg, config, args.wait)
+        wait_running(args.url, name, stack, config, args.wait)
     took = time.monotonic() - started
+    if args.source == "mariadb":
+        where = f"server id {config['database.server.id']}"
+    else:
+        where = f"slot {config['slot.name']}, publication {config['publication.name']}"
     print(
-        f"connector {name} registered: topic prefix {config['topic.prefix']}, "
-        f"slot {config['slot.name']}, publication {config['publication.name']}, "
+        f"connector {name} registered: topic prefix {config['topic.prefix']}, {where}, "
         f"tables {config.get('table.include.list', '(all)')} ({took:.1f}s)"
     )
 
 
-def delete(args: argparse.Namespace, pg: Postgres) -> None:
-    name = args.name or template()[0]
+def delete(args: argparse.Namespace, stack: Stack) -> None:
+    name = args.name or template(args.source)[0]
     if exists(args.url, name):
         config = http(f"{args.url}/connectors/{name}/config")
+        if source_of(config) == "mariadb":
+            reset_offsets(args.url, name)
         http(f"{args.url}/connectors/{name}", "DELETE")
         deadline = time.monotonic() + 30
         while exists(args.url, name) and time.monotonic() < deadline:
             time.sleep(0.2)
         print(f"connector {name} deleted")
     else:
-        config = render(name, pg, [])
+        config = render(name, stack, [], args.source)
         print(f"connector {name} is not registered")
+    if source_of(config) == "mariadb":
+        history = Path(config.get("schema.history.internal.file.filename", ""))
+        if history.name and history.exists():
+            history.unlink()
+            print(f"removed schema history {history}")
+        return
     db = config.get("database.dbname", "source")
-    drop_slot_and_publication(pg, db, config["slot.name"], config["publication.name"])
+    drop_slot_and_publication(stack.pg, db, config["slot.name"], config["publication.name"])
 
 
-def status(args: argparse.Namespace, _pg: Postgres) -> None:
+def reset_offsets(url: str, name: str) -> None:
+    """Stop the connector and forget its binlog position (Connect's offsets API)."""
+    http(f"{url}/connectors/{name}/stop", "PUT")
+    deadline = time.monotonic() + 30
+    while http(f"{url}/connectors/{name}/status")["connector"]["state"] != "STOPPED":
+        if time.monotonic() > deadline:
+            raise Failed(f"connector {name} did not stop in 30s")
+        time.sleep(0.2)
+    http(f"{url}/connectors/{name}/offsets", "DELETE")
+    print(f"offsets of connector {name} reset")
+
+
+def status(args: argparse.Namespace, _stack: Stack) -> None:
     names = [args.name] if args.name else http(f"{args.url}/connectors")
     if not names:
         print("(no connectors registered)")
@@ -290,7 +397,7 @@ def status(args: argparse.Namespace, _pg: Postgres) -> None:
                 print("    " + task["trace"].strip().splitlines()[0])
 
 
-def pause(args: argparse.Namespace, _pg: Postgres) -> None:
+def pause(args: argparse.Namespace, _stack: Stack) -> None:
     """Stop streaming, keep the slot (WAL accumulates until `resume`)."""
     name = args.name or template()[0]
     http(f"{args.url}/connectors/{name}/pause", "PUT")
@@ -304,13 +411,13 @@ def pause(args: argparse.Namespace, _pg: Postgres) -> None:
     raise Failed(f"connector {name} did not pause in 30s")
 
 
-def resume(args: argparse.Namespace, _pg: Postgres) -> None:
+def resume(args: argparse.Namespace, _stack: Stack) -> None:
     name = args.name or template()[0]
     http(f"{args.url}/connectors/{name}/resume", "PUT")
     print(f"connector {name} resumed")
 
 
-def ready(args: argparse.Namespace, _pg: Postgres) -> None:
+def ready(args: argparse.Namespace, _stack: Stack) -> None:
     http(f"{args.url}/connectors", timeout=2.0)
 
 
@@ -320,17 +427,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pg-host", required=True)
     parser.add_argument("--pg-port", required=True)
     parser.add_argument("--pg-user", required=True)
+    parser.add_argument("--mariadb-port", default="13306")
+    parser.add_argument("--state-dir", default=str(ROOT / ".stack"))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ready")
     reg = sub.add_parser("register", help="create or update a connector, wait until it streams")
     reg.add_argument("name", nargs="?")
     reg.add_argument("overrides", nargs="*", metavar="key=value")
     reg.add_argument("--wait", type=float, default=90.0, help="seconds (0: do not wait)")
-    sub.add_parser("delete").add_argument("name", nargs="?")
+    reg.add_argument("--source", choices=("postgres", "mariadb"), default="postgres")
+    dele = sub.add_parser("delete")
+    dele.add_argument("name", nargs="?")
+    dele.add_argument("--source", choices=("postgres", "mariadb"), default="postgres")
     sub.add_parser("status").add_argument("name", nargs="?")
     sub.add_parser("pause").add_argument("name", nargs="?")
     sub.add_parser("resume").add_argument("name", nargs="?")
-    return parser.parse_args(argv)
+    # key=value overrides may come after an option (`NAME --source mariadb key=value`),
+    # which argparse leaves unparsed: they are overrides all the same.
+    args, rest = parser.parse_known_args(argv)
+    unknown = [item for item in rest if "=" not in item or item.startswith("-")]
+    if unknown or (rest and args.command != "register"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -338,7 +458,11 @@ def main(argv: list[str]) -> int:
     if args.command == "register" and args.name and "=" in args.name:
         args.overrides.insert(0, args.name)
         args.name = None
-    pg = Postgres(args.pg_host, args.pg_port, args.pg_user)
+    stack = Stack(
+        Postgres(args.pg_host, args.pg_port, args.pg_user),
+        MariaDB(args.pg_host, args.mariadb_port),
+        Path(args.state_dir),
+    )
     commands = {
         "ready": ready,
         "register": register,
@@ -348,7 +472,7 @@ def main(argv: list[str]) -> int:
         "resume": resume,
     }
     try:
-        commands[args.command](args, pg)
+        commands[args.command](args, stack)
     except Failed as exc:
         if args.command != "ready":
             print(f"[stack] error: {exc}", file=sys.stderr)
