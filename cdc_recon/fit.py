@@ -70,6 +70,30 @@ def column_check(type_name: str) -> Check:
     return _any
 
 
+NativeKind = tuple[str, int] | None
+"""What the Rust row checker (`native/`, `RowChecker`) checks of a column: ("text",
+limit or -1), ("int", bits), ("timestamp", 0), ("any", 0); None: the Python check only."""
+
+
+def native_kind(type_name: str) -> NativeKind:
+    """The common case of `column_check(type_name)` that the Rust row checker decides
+    without a Python call per value. It only ever says yes where the check here would
+    (it says no for what it is unsure of, and then the check here runs and says why);
+    numeric, boolean, date and JSON columns stay with the checks here."""
+    if type_name in TEXT_TYPES:
+        return ("text", -1)
+    if type_name in _INTEGERS:
+        return ("int", _INTEGERS[type_name])
+    length = _LENGTH.match(type_name)
+    if length and not length.group(2):
+        return ("text", int(length.group(1)))
+    if _TIMESTAMP.match(type_name):
+        return ("timestamp", 0)
+    if type_name in ("boolean", "date", "json", "jsonb") or _NUMERIC.match(type_name):
+        return None
+    return ("any", 0)
+
+
 def text_check(max_length: int | None) -> Check:
     limit = max_length if max_length is not None else -1
 

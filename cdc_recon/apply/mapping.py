@@ -29,11 +29,12 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from cdc_recon.apply import native
 from cdc_recon.batch import Decoded
 from cdc_recon.config import TableMapping
 from cdc_recon.events import MISSING, ChangeEvent, Op, SourcePosition, change_id, key_text
 from cdc_recon.exceptions import InvalidChange, MappingError, NewColumns
-from cdc_recon.fit import Check, column_check, preview
+from cdc_recon.fit import Check, column_check, native_kind, preview
 
 # Target index per image column (None: the image is the target row), the columns left
 # MISSING, and the image's columns left out by `on_new_column: ignore`.
@@ -90,6 +91,11 @@ class TableMapper:
         self._key_indexes = tuple(self._index[column] for column in shape.key)
         # (column index, check) of the columns checked: the loop every row goes through
         self._active = tuple((i, c) for i, c in enumerate(self._checks) if c is not None)
+        # The Rust row checker takes the common kinds of column in one call per row;
+        # `_rest` are the checks it leaves to Python when it says the row fits.
+        kinds = [native_kind(t) for t in shape.types] if shape.types else []
+        self._fast = native.row_checker(kinds) if any(kinds) else None
+        self._rest = tuple((i, c) for i, c in self._active if self._fast is None or not kinds[i])
         self._source_to_target = self._column_map(mapping, shape)
         self._key_len = len(mapping.key)
         self._plans: dict[tuple[str, ...], Plan] = {}
@@ -206,7 +212,9 @@ class TableMapper:
 
     def _check(self, table: str, row: Sequence[Any]) -> None:
         missing = MISSING
-        for index, check in self._active:
+        fast = self._fast
+        active = self._rest if fast is not None and fast.fits(row) else self._active
+        for index, check in active:
             value = row[index]
             if value is None or value is missing:
                 continue

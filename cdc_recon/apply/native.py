@@ -6,6 +6,10 @@ holds the two equal), in about a fifth of the time: the service's thread spends 
 third of its time per event there. Without the module, or with `CDC_RECON_NATIVE=0`,
 everything runs in Python, only slower.
 
+The Rust `RowChecker` says, in one call per row, that the values of a row fit their
+columns for the common kinds of column (`fit.native_kind`); where it is not sure, the
+Python checks of `cdc_recon.fit` run and give the reason.
+
 A batch holding something the Rust side does not write (a string with a lone
 surrogate, say) raises `Unsupported` there and is encoded in Python instead.
 """
@@ -35,6 +39,14 @@ if os.environ.get("CDC_RECON_NATIVE", "1") != "0":
     else:
         ENCODER = cdc_recon_native.LineEncoder(MISSING, value_text, decimal.Decimal)
         Unsupported = cdc_recon_native.Unsupported
+
+
+def row_checker(kinds: list[tuple[str, int] | None]) -> Any | None:
+    """The Rust row checker for columns of these kinds (`fit.native_kind`); None without
+    the module (the Python checks then run alone)."""
+    if ENCODER is None:
+        return None
+    return cdc_recon_native.RowChecker(kinds, MISSING)
 
 
 def describe() -> str:

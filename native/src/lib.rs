@@ -449,6 +449,182 @@ impl LineEncoder {
     }
 }
 
+/// What `RowChecker` checks of one column: the common cases of `cdc_recon.fit`'s checks.
+enum Kind {
+    /// Left to the Python check (or no check).
+    Skip,
+    /// `fit.text_check`: an exact `str` with a UTF-8 form, no NUL, at most this many
+    /// characters (negative: no limit).
+    Text(i64),
+    /// `fit.integer_check`: an exact `int` in [-2^bits, 2^bits - 1].
+    Int(u32),
+    /// `fit._timestamp`: a `datetime` within years 2-9998 (or naive), or a Debezium
+    /// ZonedTimestamp string that `datetime.fromisoformat` reads.
+    Timestamp,
+    /// `fit._any`: anything but a `str` without a UTF-8 form or with a NUL.
+    Any,
+}
+
+/// Says whether a row fits its columns without a Python call per value, for the values
+/// and columns it knows (`Kind`); it never says yes where `cdc_recon.fit` would say no,
+/// and says no for anything it is unsure of, so that the caller runs the Python checks,
+/// which give the reason (`tests/unit/apply/test_native.py` holds the two equal).
+#[pyclass(frozen, module = "cdc_recon_native")]
+struct RowChecker {
+    kinds: Vec<Kind>,
+    missing: Py<PyAny>,
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        _ => 28,
+    }
+}
+
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |acc, b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` with a valid date and time, a year in
+/// 2-9998 and an offset under 24 h: what `fit.zoned_timestamp_problem` accepts, less
+/// the edge years and odd offsets it is left to judge.
+fn zoned_timestamp_fits(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return false;
+    }
+    if b[16] != b':' {
+        return false;
+    }
+    let field = |at: usize, len: usize| digits(&b[at..at + len]);
+    let (Some(year), Some(month), Some(day)) = (field(0, 4), field(5, 2), field(8, 2)) else {
+        return false;
+    };
+    let (Some(hour), Some(minute), Some(second)) = (field(11, 2), field(14, 2), field(17, 2))
+    else {
+        return false;
+    };
+    if !(2..=9998).contains(&year) || !(1..=12).contains(&month) {
+        return false;
+    }
+    if day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if rest.first() == Some(&b'.') {
+        let count = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&count) {
+            return false;
+        }
+        rest = &rest[1 + count..];
+    }
+    match rest {
+        [b'Z'] => true,
+        [sign, h1, h2, b':', m1, m2] if *sign == b'+' || *sign == b'-' => {
+            matches!((digits(&[*h1, *h2]), digits(&[*m1, *m2])), (Some(h), Some(m)) if h <= 23 && m <= 59)
+        }
+        _ => false,
+    }
+}
+
+impl RowChecker {
+    fn fits_value(&self, kind: &Kind, value: &Bound<'_, PyAny>) -> bool {
+        match kind {
+            Kind::Skip => true,
+            Kind::Text(limit) => {
+                if !value.is_exact_instance_of::<PyString>() {
+                    return false;
+                }
+                let Ok(Ok(text)) = value.cast::<PyString>().map(|s| s.to_str()) else {
+                    return false;
+                };
+                !text.contains('\0')
+                    && (*limit < 0
+                        || text.len() as i64 <= *limit
+                        || text.chars().count() as i64 <= *limit)
+            }
+            Kind::Int(bits) => {
+                if !value.is_exact_instance_of::<PyInt>() {
+                    return false;
+                }
+                let Ok(number) = value.extract::<i64>() else {
+                    return false;
+                };
+                let (low, high) = (-(1i128 << bits), (1i128 << bits) - 1);
+                (low..=high).contains(&i128::from(number))
+            }
+            Kind::Timestamp => {
+                if let Ok(moment) = value.cast::<PyDateTime>() {
+                    return moment.get_tzinfo().is_none()
+                        || (2..=9998).contains(&moment.get_year());
+                }
+                if !value.is_exact_instance_of::<PyString>() {
+                    return false;
+                }
+                match value.cast::<PyString>().map(|s| s.to_str()) {
+                    Ok(Ok(text)) => zoned_timestamp_fits(text),
+                    _ => false,
+                }
+            }
+            Kind::Any => {
+                if !value.is_exact_instance_of::<PyString>() {
+                    return true; // `fit._any` checks only exact `str`s
+                }
+                match value.cast::<PyString>().map(|s| s.to_str()) {
+                    Ok(Ok(text)) => !text.contains('\0'),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl RowChecker {
+    /// `kinds`: per column, None (left to Python) or (name, parameter): ("text", limit
+    /// or -1), ("int", bits), ("timestamp", 0), ("any", 0), as `fit.native_kind` says.
+    #[new]
+    fn new(kinds: Vec<Option<(String, i64)>>, missing: Py<PyAny>) -> PyResult<Self> {
+        let kinds = kinds
+            .into_iter()
+            .map(|kind| match kind {
+                None => Ok(Kind::Skip),
+                Some((name, parameter)) => match name.as_str() {
+                    "text" => Ok(Kind::Text(parameter)),
+                    "int" if (1..=63).contains(&parameter) => Ok(Kind::Int(parameter as u32)),
+                    "timestamp" => Ok(Kind::Timestamp),
+                    "any" => Ok(Kind::Any),
+                    _ => Err(PyValueError::new_err(format!("unknown check {name}({parameter})"))),
+                },
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(RowChecker { kinds, missing })
+    }
+
+    /// True when every value of `row` (a tuple or list in column order; None and
+    /// MISSING always fit) passes its column's check; False when one may not.
+    fn fits(&self, row: &Bound<'_, PyAny>) -> bool {
+        let missing = self.missing.bind(row.py());
+        let check = |i: usize, value: Bound<'_, PyAny>| -> bool {
+            value.is_none()
+                || value.is(missing)
+                || self.kinds.get(i).is_some_and(|kind| self.fits_value(kind, &value))
+        };
+        if let Ok(tuple) = row.cast::<PyTuple>() {
+            tuple.len() == self.kinds.len() && tuple.iter().enumerate().all(|(i, v)| check(i, v))
+        } else if let Ok(list) = row.cast::<PyList>() {
+            list.len() == self.kinds.len() && list.iter().enumerate().all(|(i, v)| check(i, v))
+        } else {
+            false
+        }
+    }
+}
+
 /// `cdc_recon.pg.sql.escape`, for the tests that hold the two equal.
 #[pyfunction]
 fn escape(value: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -468,6 +644,7 @@ fn source_ts_text(millis: i64) -> String {
 #[pymodule]
 fn cdc_recon_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<LineEncoder>()?;
+    module.add_class::<RowChecker>()?;
     module.add("Unsupported", module.py().get_type::<Unsupported>())?;
     module.add_function(wrap_pyfunction!(escape, module)?)?;
     module.add_function(wrap_pyfunction!(source_ts_text, module)?)?;
