@@ -36,7 +36,8 @@ server.
 
 Fault injection for tests: with `CDC_RECON_TEST_CRASH_AFTER_DB_COMMIT=n` in its
 environment the process SIGKILLs itself right after its n-th target commit (step 3),
-before the dead letters and the Kafka commit: the window test of P4.
+before the dead letters and the Kafka commit: the window test of P4. The same moment is
+`cdc_recon.faults`' point `apply.db_commit` (CDC_RECON_TEST_CRASH_AT), as chaos runs use.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from cdc_recon.exceptions import (
     KafkaUnavailable,
     TransientDatabaseError,
 )
+from cdc_recon.faults import crash_point
 from cdc_recon.kafka.consumer import GroupConsumer
 from cdc_recon.kafka.producer import DeadLetterProducer
 
@@ -230,6 +232,7 @@ class Service:
 
     def _after_db_commit(self) -> None:
         self._db_commits += 1
+        crash_point("apply.db_commit")
         if self._crash_after and self._db_commits >= self._crash_after:
             LOG.warning("fault injection: SIGKILL after target commit %d", self._db_commits)
             os.kill(os.getpid(), signal.SIGKILL)
