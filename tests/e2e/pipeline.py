@@ -66,6 +66,7 @@ class Pipeline:
         tmp_path: Path,
         *,
         partitions: int = 2,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self.stack, self.endpoints = stack, endpoints
         self.source, self.target = source, target
@@ -77,6 +78,9 @@ class Pipeline:
         self.extra_logs: dict[str, Path] = {}  # other logs a stage report should show
         self.registered = False
         self.config = self._config()
+        for name, value in (overrides or {}).items():  # a section is merged, not replaced
+            merge = isinstance(value, dict) and isinstance(self.config.get(name), dict)
+            self.config[name] = {**self.config[name], **value} if merge else value
         self.path = tmp_path / "cdc-recon.yml"
         self._admin = AdminClient(self.client_config())
         self._consumer: Consumer | None = None
