@@ -78,9 +78,7 @@ class Pipeline:
         self.extra_logs: dict[str, Path] = {}  # other logs a stage report should show
         self.registered = False
         self.config = self._config()
-        for name, value in (overrides or {}).items():  # a section is merged, not replaced
-            merge = isinstance(value, dict) and isinstance(self.config.get(name), dict)
-            self.config[name] = {**self.config[name], **value} if merge else value
+        self._merge(overrides or {})
         self.path = tmp_path / "cdc-recon.yml"
         self._admin = AdminClient(self.client_config())
         self._consumer: Consumer | None = None
@@ -135,6 +133,16 @@ class Pipeline:
             "sweeper": {"changelog_schema": source, "grace": 0},
             "tables": table_mappings(source, target),
         }
+
+    def _merge(self, overrides: dict[str, Any]) -> None:
+        for name, value in overrides.items():  # a section is merged, not replaced
+            merge = isinstance(value, dict) and isinstance(self.config.get(name), dict)
+            self.config[name] = {**self.config[name], **value} if merge else value
+
+    def reconfigure(self, **sections: Any) -> None:
+        """Merges `sections` into the config file, for the processes started after."""
+        self._merge(sections)
+        self.path.write_text(yaml.safe_dump(self.config, allow_unicode=True))
 
     def client_config(self, **extra: str) -> dict[str, Any]:
         """librdkafka settings; its complaints (a stopped broker) go to logging, not stderr."""

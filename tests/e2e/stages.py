@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 TAIL = 25  # lines of each log in a report
+SERVICES = 4  # the cdc-recon processes a report shows the logs of: the last started
 Offsets = Mapping[tuple[str, int], int]
 
 
@@ -72,7 +73,8 @@ class StageReport:
 
     @classmethod
     def collect(cls, pipeline: Pipeline) -> StageReport:
-        logs = {f"cdc-recon {i} ({s.err.name})": s.err for i, s in enumerate(pipeline.services)}
+        services = list(enumerate(pipeline.services))[-SERVICES:]
+        logs = {f"cdc-recon {i} ({s.err.name})": s.err for i, s in services}
         logs.update(pipeline.extra_logs)
         logs["Kafka Connect"] = pipeline.stack.log("connect")
         return cls(
