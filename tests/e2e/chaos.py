@@ -14,7 +14,8 @@ episode per fault:
    stalled); the seconds from the end of the fault (or of the burst, if later) to then
    are the episode's convergence time;
 5. `Invariants.check`: ledger ids == change log ids (none lost, none twice), no key's
-   stored position older than before, every applied correction with its images.
+   stored position older than before, every applied correction with its images; and
+   the group's offsets committed to Kafka catch up with the stored ones (lag tools).
 
 A fault that does not converge is reported with its stage report and the run goes on to
 the next one (three in a row end it); the RESULT line counts both.
@@ -188,6 +189,7 @@ class ChaosRun:
             self.cluster.heal()
             return episode
         episode.converge_s = time.monotonic() - ended
+        episode.problems += self.kafka_copy_caught_up()
         detail, problems = fault.after_converged()
         episode.detail += detail
         episode.problems += problems + self.invariants.check(self.pipeline)
@@ -196,15 +198,30 @@ class ChaosRun:
         self.cluster.heal()
         return episode
 
+    def kafka_copy_caught_up(self) -> list[str]:
+        """The group's offsets committed to Kafka reach the stored ones soon after
+        convergence, quiet partitions included (what lag tools read)."""
+        pipeline = self.pipeline
+        try:
+            pipeline.wait(
+                lambda: pipeline.committed_offsets() == pipeline.stored_offsets(),
+                "Kafka's committed offsets to equal the stored ones",
+                30,
+            )
+        except pytest.fail.Exception:
+            return ["Kafka's committed offsets still lag the stored ones 30 s after convergence"]
+        return []
+
     def result(self) -> str:
         done = [e.converge_s for e in self.episodes if e.converge_s is not None]
         p99 = _quantile(done, 0.99) if done else float("nan")
         inv = self.invariants
         kills = sum(1 for e in self.episodes if e.killed)
+        problems = sum(1 for e in self.episodes if e.problems)
         return (
-            f"RESULT chaos faults={len(self.episodes)} converged={len(done)} kills={kills} "
+            f"RESULT chaos faults={len(self.episodes)} converged={len(done)} "
             f"lost={len(inv.lost)} doubled={len(inv.doubled)} regressed={len(inv.regressed)} "
-            f"p99_converge_s={p99:.1f}"
+            f"p99_converge_s={p99:.1f} kills={kills} with_problems={problems}"
         )
 
     def summary(self) -> str:
