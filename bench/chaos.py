@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -42,8 +43,19 @@ from tests.e2e.chaos import ChaosRun, configure, schedule  # noqa: E402
 from tests.e2e.faults import Cluster  # noqa: E402
 from tests.e2e.pipeline import pipeline_factory  # noqa: E402
 from tests.e2e.private import fresh_schema, start_private_stack  # noqa: E402
+from tests.e2e.processes import Stack  # noqa: E402
 
 cm = contextlib.contextmanager
+
+
+def keep_logs(into: Path, stack: Stack, services: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("connect", "kafka", "postgres"):
+        if stack.log(name).exists():
+            shutil.copy(stack.log(name), into / f"{name}.log")
+    for log in services.glob("service*.err"):
+        shutil.copy(log, into / log.name)
+    print(f"logs kept in {into}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="workload changes/s")
     parser.add_argument("--burst", type=float, default=2.0, help="seconds of changes per fault")
     parser.add_argument("--kinds", default="", help="comma-separated fault kinds (default: all)")
+    parser.add_argument("--keep-logs", type=Path, help="copy the stack's and services' logs here")
     args = parser.parse_args(argv)
     os.environ.setdefault("CDC_RECON_MONITORING__PORT", "0")
     kinds = schedule(args.faults, args.seed, tuple(filter(None, args.kinds.split(","))))
     with contextlib.ExitStack() as on_exit:
         tmp = Path(on_exit.enter_context(tempfile.TemporaryDirectory(prefix="cdcr-chaos-")))
         stack, endpoints = on_exit.enter_context(cm(start_private_stack)())
+        if args.keep_logs:
+            on_exit.callback(keep_logs, args.keep_logs, stack, tmp)  # before the stack goes
         source = on_exit.enter_context(cm(fresh_schema)(endpoints.source_url))
         target = on_exit.enter_context(cm(fresh_schema)(endpoints.target_url))
         make = on_exit.enter_context(cm(pipeline_factory)(stack, endpoints, tmp))
