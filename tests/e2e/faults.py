@@ -283,10 +283,11 @@ def connector_running(cluster: Cluster) -> tuple[str, list[str]]:
 
 
 def drift(pipeline: Pipeline, rows: int, seed: int) -> int:
-    """Changes `rows` accounts rows of the target by hand (balance + 1): what reconcile
+    """Changes `rows` accounts rows of the target by hand (currency 'ZZZ', which the
+    workload never writes; a balance could overflow its numeric(18,2)): what reconcile
     must find and correct. Returns how many rows changed."""
     sql = (
-        "UPDATE {s}.accounts SET balance = balance + 1 WHERE id IN (SELECT id FROM {s}.accounts "
+        "UPDATE {s}.accounts SET currency = 'ZZZ' WHERE id IN (SELECT id FROM {s}.accounts "
         f"ORDER BY md5(id::text || '{seed}') LIMIT {rows})"
     )
     with pipeline.target.engine.begin() as conn:
