@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="workload changes/s")
     parser.add_argument("--burst", type=float, default=2.0, help="seconds of changes per fault")
     parser.add_argument("--kinds", default="", help="comma-separated fault kinds (default: all)")
+    parser.add_argument("--max-minutes", type=float, help="start no fault after this long")
     parser.add_argument("--keep-logs", type=Path, help="copy the stack's and services' logs here")
     args = parser.parse_args(argv)
     os.environ.setdefault("CDC_RECON_MONITORING__PORT", "0")
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         run = ChaosRun(pipeline, Cluster(pipeline, stack, tmp), args.seed, args.rate, args.burst)
         print(f"schedule (seed {args.seed}): {len(kinds)} faults", flush=True)
         run.say = lambda line: print(line, flush=True)
+        if args.max_minutes:
+            run.deadline = time.monotonic() + args.max_minutes * 60
         run.run(kinds)
         print(run.summary())
     print(run.result())

@@ -150,6 +150,7 @@ class ChaosRun:
     rate: float = 200.0
     burst_seconds: float = 2.0
     say: Callable[[str], None] = print
+    deadline: float | None = None  # monotonic time after which no new fault starts
     episodes: list[Episode] = field(default_factory=list)
     invariants: Invariants = field(default_factory=Invariants)
 
@@ -158,7 +159,14 @@ class ChaosRun:
         self.cluster.start_group()
         failed_in_a_row = 0
         for number, kind in enumerate(kinds, 1):
-            episode = self.episode(number, kind, rng)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.say(f"time is up: stopping before fault {number}")
+                break
+            try:
+                episode = self.episode(number, kind, rng)
+            except (Exception, pytest.fail.Exception) as exc:  # the harness failed
+                episode = Episode(number, kind, problems=[f"harness error: {exc!r}"[:500]])
+                self.cluster.heal()
             self.episodes.append(episode)
             self.say(episode.line())
             failed_in_a_row = failed_in_a_row + 1 if episode.converge_s is None else 0
@@ -205,9 +213,16 @@ class ChaosRun:
         """The group's offsets committed to Kafka reach the stored ones soon after
         convergence, quiet partitions included (what lag tools read)."""
         pipeline = self.pipeline
+
+        def equal() -> bool:
+            try:
+                return pipeline.committed_offsets() == pipeline.stored_offsets()
+            except Exception:  # a broker too slow to answer in time: ask again
+                return False
+
         try:
             pipeline.wait(
-                lambda: pipeline.committed_offsets() == pipeline.stored_offsets(),
+                equal,
                 "Kafka's committed offsets to equal the stored ones",
                 30,
             )

@@ -325,6 +325,8 @@ def pipeline_factory(
         made.append(pipeline)
         return pipeline.setup()
 
-    yield make
-    for pipeline in made:
-        pipeline.close()
+    try:
+        yield make
+    finally:  # also when the test (or a bench run) failed: no process outlives it
+        for pipeline in made:
+            pipeline.close()
