@@ -216,7 +216,9 @@ class KillDuringSweep(Fault):
 
 class KillDuringReplay(Fault):
     def inject(self) -> str:
-        n = self.rng.randint(1, 3)
+        # A replay batch holds up to service.batch_size (1000) messages: ask for no
+        # more batches than the window has, or the replay ends before the crash point.
+        n = self.rng.randint(1, max(1, min(3, self.cluster.pipeline.changelog_count() // 2000)))
         args = ("replay", "--from", "-90s")
         code, _, err = self.cluster.cli(*args, **{CRASH_AT: f"replay.batch:{n}"})
         return (

@@ -86,6 +86,9 @@ def test_target_database_unreachable_for_20s(
         work = pipeline.workload(COUNT, RATE, seed=12).start()
         pipeline.wait(lambda: pipeline.ledger_count() >= 800, "the service to apply changes", 60)
         proxy.cut()
+        # A commit already past the proxy when it was cut may still land: read the count
+        # once the service has seen the outage (its first retry), not at the cut.
+        pipeline.wait(lambda: "retrying" in service.stderr, "the service to see the outage", 60)
         during = pipeline.ledger_count()
         threading.Event().wait(OUTAGE)  # the outage itself, not a synchronisation
         assert service.alive(), service.stderr[-3000:]
