@@ -225,6 +225,7 @@ class ChaosRun:
                 equal,
                 "Kafka's committed offsets to equal the stored ones",
                 30,
+                1.0,
             )
         except pytest.fail.Exception:
             return ["Kafka's committed offsets still lag the stored ones 30 s after convergence"]

@@ -231,7 +231,8 @@ class Pipeline:
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The group's offsets committed to Kafka (a copy of the stored ones, for lag tools)."""
         request = ConsumerGroupTopicPartitions(self.name)
-        future = self._admin.list_consumer_group_offsets([request], request_timeout=10)
+        admin = AdminClient(self.client_config())  # a fresh one: across a broker restart
+        future = admin.list_consumer_group_offsets([request], request_timeout=10)
         found = future[self.name].result(timeout=15)
         return {
             (tp.topic, tp.partition): tp.offset for tp in found.topic_partitions if tp.offset >= 0
