@@ -136,3 +136,5 @@ class Deployments:
         """Run DDL in the target, `{t}` standing for the test's schema (quoted)."""
         with self.db.engine.begin() as conn:
             conn.exec_driver_sql(ddl.format(t=f'"{self.db.schema}"'))
+
+
