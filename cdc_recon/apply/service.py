@@ -36,7 +36,8 @@ server.
 
 Fault injection for tests: with `CDC_RECON_TEST_CRASH_AFTER_DB_COMMIT=n` in its
 environment the process SIGKILLs itself right after its n-th target commit (step 3),
-before the dead letters and the Kafka commit: the window test of P4.
+before the dead letters and the Kafka commit: the window test of P4. The same moment is
+`cdc_recon.faults`' point `apply.db_commit` (CDC_RECON_TEST_CRASH_AT), as chaos runs use.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from cdc_recon.exceptions import (
     KafkaUnavailable,
     TransientDatabaseError,
 )
+from cdc_recon.faults import crash_point
 from cdc_recon.kafka.consumer import GroupConsumer
 from cdc_recon.kafka.producer import DeadLetterProducer
 
@@ -81,6 +83,7 @@ T = TypeVar("T")
 CRASH_AFTER_DB_COMMIT_ENV = "CDC_RECON_TEST_CRASH_AFTER_DB_COMMIT"
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 DEAD_LETTER_FLUSH = 30.0  # seconds per dead-letter flush attempt
+QUIET_COMMIT_EVERY = 1.0  # seconds between Kafka commit attempts while no batch arrives
 STOP_GRACE = 0.5  # seconds a stop lets the batch being written finish before cancelling it
 TRANSIENT_DB = (TransientDatabaseError, DatabaseUnavailable)
 
@@ -131,6 +134,7 @@ class Service:
         self._db_commits = 0
         self._crash_after = int(os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) or 0)
         self._last_message_at = clock()
+        self._quiet_commit_at = clock()
         self._last_progress = (clock(), 0)
         self.stats = ServiceStats(started=clock())
         self._pipeline = ApplyPipeline(self._apply, self._applied)
@@ -193,6 +197,9 @@ class Service:
             self._process(batch)
         else:
             self._pipeline.drain()
+            if self._pending and not self._pipeline.busy and now >= self._quiet_commit_at:
+                self._quiet_commit_at = now + QUIET_COMMIT_EVERY
+                self._commit_pending()  # offsets adopted on assignment, on a quiet stream
         if now - self._last_progress[0] >= PROGRESS_EVERY:
             self._log_progress(now)
         self.monitor.refresh(self._consumer)
@@ -230,6 +237,7 @@ class Service:
 
     def _after_db_commit(self) -> None:
         self._db_commits += 1
+        crash_point("apply.db_commit")
         if self._crash_after and self._db_commits >= self._crash_after:
             LOG.warning("fault injection: SIGKILL after target commit %d", self._db_commits)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -295,12 +303,18 @@ class Service:
         self._pending.clear()
 
     def _stored_offsets(self, partitions: Sequence[TPKey]) -> Mapping[TPKey, int]:
+        """On assignment: where each partition resumes. The same offsets become pending
+        Kafka commits: after a crash between steps 3 and 5 the group's committed offset
+        lags the stored one, and on a partition that stays quiet no later batch would
+        commit it, so lag tools would report messages that are long applied."""
         group = self._settings.group_id
-        return self._retry(
+        stored = self._retry(
             lambda: self._applier.stored_offsets(group, partitions),
             "reading stored offsets",
             TRANSIENT_DB,
         )
+        self._pending.update(stored)
+        return stored
 
     def _before_revoke(self, partitions: Sequence[TPKey]) -> None:
         """Partitions are going: commit what the target holds for them, while still ours.

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from cdc_recon.config import Settings
+from cdc_recon.faults import crash_point
 from cdc_recon.pg.raw import raw_connection
 from cdc_recon.reconcile import fixes, metrics, store
 from cdc_recon.reconcile.model import EXTRA, MISMATCH, MISSING
@@ -188,6 +189,7 @@ def _apply(
             for c in todo[start : start + size]:
                 before = fixes.before_image(conn, side, tuple(json.loads(c.key)))
                 status = _apply_one(conn, schema, spec, c, images, before)
+                crash_point("reconcile.correction")
                 summary.counts[f"{c.kind}/{status}"] += 1
         for c in todo[start : start + size]:
             if c.kind != "review":

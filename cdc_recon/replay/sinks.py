@@ -15,6 +15,7 @@ from cdc_recon.batch import ApplyResult, Decoded, Failure
 from cdc_recon.codecs import AvroDecoder
 from cdc_recon.config import Settings, TableMapping
 from cdc_recon.exceptions import ConfigError, UsageError
+from cdc_recon.faults import crash_point
 from cdc_recon.kafka.consumer import schema_registry_client
 from cdc_recon.mariadb.connection import is_mariadb_url, parse_url
 from cdc_recon.pg.engine import check_connection, create_engine
@@ -43,7 +44,9 @@ class ApplySink:
         self._group = group_id
 
     def apply(self, items: Sequence[Decoded | Failure]) -> ApplyResult:
-        return self._applier.apply(items, {}, self._group)
+        result = self._applier.apply(items, {}, self._group)
+        crash_point("replay.batch")
+        return result
 
 
 class PreviewSink:

@@ -44,6 +44,7 @@ from typing import Any
 from cdc_recon.apply.ledger_plan import LEDGER_SLACK  # the ledger's partitions keep it too
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import KafkaUnavailable
+from cdc_recon.faults import crash_point
 from cdc_recon.pg.engine import create_engine
 from cdc_recon.pg.raw import raw_connection
 from cdc_recon.sweep.adapters import ChangeSource, Classified, Window, open_adapter
@@ -245,6 +246,7 @@ class _Sweep:
                     transactions=self.adapter.transactions,
                 )
                 self.store.advance_watermark(swept_until)
+            crash_point("sweep.staged")
             self.store.commit()
             found += counts
             self.result = _with(

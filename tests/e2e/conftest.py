@@ -5,6 +5,9 @@ Kafka and PostgreSQL) and skip, saying so, when it is not running or when the te
 services (CDC_RECON_*) are not the stack's. Each test gets its own source and target
 schema, connector, slot, publication and topics (`pipeline.Pipeline`).
 
+Tests that stop or restart a service run on `private_stack` (private.py) instead; with
+`cpu_hog` a busy process holds one core for the whole test.
+
 Every test records the seconds from the end of its fault (or of the workload, when that
 ends later) until the target equals the source, and the end-to-end events/s (changes
 over the time from the workload's first change to convergence); the table is printed at
@@ -21,7 +24,8 @@ import pytest
 
 from tests.conftest import Database, Services
 from tests.e2e.pipeline import Endpoints, Pipeline, pipeline_factory
-from tests.e2e.processes import Stack
+from tests.e2e.private import fresh_schema, start_private_stack
+from tests.e2e.processes import CpuHog, Stack
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,41 @@ def pipeline(
 ) -> Pipeline:
     """A streaming pipeline on the shared stack, in this test's source and target schemas."""
     return make_pipeline(source_db, target_db)
+
+
+@pytest.fixture(scope="session")
+def private_stack(shared_stack: Stack) -> Iterator[tuple[Stack, Endpoints]]:
+    """A whole stack of its own, for tests that stop or restart its services (private.py)."""
+    yield from start_private_stack()
+
+
+@pytest.fixture
+def make_private_pipeline(
+    private_stack: tuple[Stack, Endpoints], tmp_path: Path
+) -> Iterator[Callable[..., Pipeline]]:
+    """A maker of pipelines on the private stack, each in fresh schemas of its own."""
+    stack, endpoints = private_stack
+    schemas: list[Iterator[Database]] = []
+    pipelines = pipeline_factory(stack, endpoints, tmp_path)
+    maker = next(pipelines)
+
+    def make(**options: object) -> Pipeline:
+        made = [fresh_schema(endpoints.source_url), fresh_schema(endpoints.target_url)]
+        schemas.extend(made)
+        source, target = (next(m) for m in made)
+        return maker(source, target, **options)
+
+    yield make
+    next(pipelines, None)  # closes the pipelines
+    for schema in schemas:
+        next(schema, None)  # disposes of the engines
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[CpuHog]:
+    """One core kept busy for the whole test (a loaded host), stopped after it."""
+    hog = CpuHog(core=0)
+    try:
+        yield hog
+    finally:
+        hog.stop()

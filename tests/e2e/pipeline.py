@@ -14,6 +14,9 @@ The checks the tests share:
   nothing applied twice (the ledger's key is the change id, so a second application
   would have had to be a second id);
 - `published()` / `caught_up()`: what Debezium wrote, and whether the group read it all.
+
+Every wait goes through `wait()`: on a timeout it prints which stage stalled and what
+each stage holds (`stages.StageReport`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cdc_recon.config import Settings, load_settings
@@ -39,6 +42,7 @@ from cdc_recon.workload import TABLES, create_tables, include_list, table_mappin
 from tests.conftest import Database
 from tests.e2e.compare import SchemaDiff, compare_schemas
 from tests.e2e.processes import ServiceProcess, Stack, WorkloadThread, wait_until
+from tests.e2e.stages import StageReport
 
 KAFKA_LOG = logging.getLogger("tests.e2e.kafka")
 
@@ -62,6 +66,7 @@ class Pipeline:
         tmp_path: Path,
         *,
         partitions: int = 2,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self.stack, self.endpoints = stack, endpoints
         self.source, self.target = source, target
@@ -70,8 +75,10 @@ class Pipeline:
         self.topics = topic_names(self.name, source.schema)
         self.dead_letter_topic = f"{self.name}.dead-letter"
         self.services: list[ServiceProcess] = []
+        self.extra_logs: dict[str, Path] = {}  # other logs a stage report should show
         self.registered = False
         self.config = self._config()
+        self._merge(overrides or {})
         self.path = tmp_path / "cdc-recon.yml"
         self._admin = AdminClient(self.client_config())
         self._consumer: Consumer | None = None
@@ -127,6 +134,16 @@ class Pipeline:
             "tables": table_mappings(source, target),
         }
 
+    def _merge(self, overrides: dict[str, Any]) -> None:
+        for name, value in overrides.items():  # a section is merged, not replaced
+            merge = isinstance(value, dict) and isinstance(self.config.get(name), dict)
+            self.config[name] = {**self.config[name], **value} if merge else value
+
+    def reconfigure(self, **sections: Any) -> None:
+        """Merges `sections` into the config file, for the processes started after."""
+        self._merge(sections)
+        self.path.write_text(yaml.safe_dump(self.config, allow_unicode=True))
+
     def client_config(self, **extra: str) -> dict[str, Any]:
         """librdkafka settings; its complaints (a stopped broker) go to logging, not stderr."""
         return {"bootstrap.servers": self.endpoints.kafka_bootstrap, "logger": KAFKA_LOG, **extra}
@@ -145,13 +162,23 @@ class Pipeline:
         }  # the environment would override the config file's
         service = ServiceProcess.start(self.path, {**where, **env})
         self.services.append(service)
-        wait_until(
+        self.wait(
             lambda: "assigned" in service.stderr or not service.alive(),
             "the service to join its group",
             60,
         )
         assert service.alive(), f"cdc-recon exited:\n{service.stderr[-3000:]}"
         return service
+
+    def wait(
+        self, condition: Callable[[], Any], what: str, timeout: float, interval: float = 0.2
+    ) -> Any:
+        """`wait_until` with this pipeline's stage report on a timeout: the one wait of
+        the end-to-end tests (and of bench/chaos.py)."""
+        return wait_until(condition, what, timeout, interval, explain=self.stage_report)
+
+    def stage_report(self) -> str:
+        return StageReport.collect(self).text()
 
     def workload(self, count: int, rate: float, seed: int, mix: str = "") -> WorkloadThread:
         return WorkloadThread(self.source.engine, self.source.schema, count, rate, seed, mix)
@@ -167,6 +194,9 @@ class Pipeline:
 
     def changelog_count(self) -> int:
         return int(self.scalar(self.source, "SELECT count(*) FROM {s}.changes"))
+
+    def changelog_deletes(self) -> int:
+        return int(self.scalar(self.source, "SELECT count(*) FROM {s}.changes WHERE op = 'd'"))
 
     def ledger_ids(self) -> list[str]:
         with self.target.engine.connect() as conn:
@@ -197,6 +227,19 @@ class Pipeline:
         with self.target.engine.connect() as conn:
             rows = conn.execute(sa.text(sql), {"g": self.name})
             return {(t, p): o for t, p, o in rows}
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The group's offsets committed to Kafka (a copy of the stored ones, for lag tools)."""
+        request = ConsumerGroupTopicPartitions(self.name)
+        admin = AdminClient(self.client_config())  # a fresh one: across a broker restart
+        future = admin.list_consumer_group_offsets([request], request_timeout=10)
+        found = future[self.name].result(timeout=15)
+        return {
+            (tp.topic, tp.partition): tp.offset for tp in found.topic_partitions if tp.offset >= 0
+        }
+
+    def connector_status(self) -> str:
+        return self.stack.run("connector", "status", self.name, check=False, timeout=30)
 
     def diff(self) -> SchemaDiff:
         pairs = [
@@ -237,7 +280,7 @@ class Pipeline:
     def wait_converged(self, timeout: float = 120, complete: bool = True) -> float:
         """Waits until `converged(complete)`; returns the monotonic time it was seen."""
         try:
-            wait_until(lambda: self.converged(complete), "the target to converge", timeout, 0.25)
+            self.wait(lambda: self.converged(complete), "the target to converge", timeout, 0.25)
         except BaseException:
             print(self.report())
             raise
@@ -283,6 +326,8 @@ def pipeline_factory(
         made.append(pipeline)
         return pipeline.setup()
 
-    yield make
-    for pipeline in made:
-        pipeline.close()
+    try:
+        yield make
+    finally:  # also when the test (or a bench run) failed: no process outlives it
+        for pipeline in made:
+            pipeline.close()

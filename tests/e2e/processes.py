@@ -3,7 +3,8 @@
 A `Stack` names one instance of scripts/stack (the shared one, or a private one on other
 ports with its own state directory) and runs the script against it. A `ServiceProcess`
 is `cdc-recon run` as users run it; its output goes to files so that no pipe can fill
-up. A `WorkloadThread` runs the workload generator on the source while the test watches.
+up. A `WorkloadThread` runs the workload generator on the source while the test watches; a
+`CpuHog` keeps one core busy meanwhile, as another tenant of a busy host would.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,16 +33,23 @@ STACK = ROOT / "scripts" / "stack"
 
 
 def wait_until(
-    condition: Callable[[], Any], what: str, timeout: float, interval: float = 0.2
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float,
+    interval: float = 0.2,
+    *,
+    explain: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll `condition` until truthy and return its value; fail naming `what` at the deadline."""
+    """Poll `condition` until truthy and return its value; fail naming `what` at the deadline,
+    with `explain()`'s account of what it saw (`tests.e2e.stages`: which stage stalled)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+            seen = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}{seen}")
         time.sleep(interval)
 
 
@@ -67,6 +76,16 @@ class Stack:
             if match:
                 found[match[1]] = shlex.split(match[2])[0]
         return found
+
+    def state(self) -> Path:
+        """The stack's state directory (data, logs, pid files)."""
+        state = self.env.get("CDC_RECON_STACK_DIR") or os.environ.get("CDC_RECON_STACK_DIR")
+        return Path(state) if state else ROOT / ".stack"
+
+    def log(self, service: str) -> Path:
+        """The log file of `service`: connect, kafka or postgres."""
+        name = {"connect": "connect.log", "kafka": "server.log", "postgres": "server.log"}
+        return self.state() / service / name[service]
 
     def connect_running(self) -> bool:
         env = {**os.environ, **self.env}
@@ -119,6 +138,22 @@ class ServiceProcess:
         if self.alive():
             self.process.kill()
             self.process.wait(30)
+
+
+class CpuHog:
+    """A busy process pinned to one core (`taskset -c CORE`), for as long as it runs: the
+    loaded host a fault must also survive. Stopped by its own pid."""
+
+    def __init__(self, core: int = 0) -> None:
+        command = [sys.executable, "-c", "while True: pass"]
+        if shutil.which("taskset"):
+            command = ["taskset", "-c", str(core), *command]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
 
 
 class WorkloadThread:

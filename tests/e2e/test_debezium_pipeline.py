@@ -10,7 +10,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.e2e.pipeline import Pipeline
-from tests.e2e.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -45,7 +44,7 @@ def test_workload_arrives_row_for_row_exactly_once(
     work = pipeline.workload(count=6000, rate=0, seed=1).start()
     summary = work.join()
     expected_messages = summary.total + summary.by_kind()["delete"]  # + tombstones
-    published_at = wait_until(
+    published_at = pipeline.wait(
         lambda: pipeline.published() >= expected_messages and time.monotonic(),
         "Debezium to publish every change",
         120,
@@ -59,6 +58,7 @@ def test_workload_arrives_row_for_row_exactly_once(
     assert pipeline.failures() == []
     assert pipeline.diff().rows > 1000
     assert placeholder_messages(pipeline, pipeline.topics[0]) > 0, "no unchanged-TOAST update"
+    assert_stage_report_on_timeout(pipeline, expected_messages)
     assert service.stop() == 0, service.stderr[-3000:]
 
     source_seconds = work.finished - work.started
@@ -74,6 +74,18 @@ def test_workload_arrives_row_for_row_exactly_once(
     )
 
 
+def assert_stage_report_on_timeout(pipeline: Pipeline, published: int) -> None:
+    """A wait that times out says which stage stalled and what each stage holds."""
+    with pytest.raises(pytest.fail.Exception) as timed_out:
+        pipeline.wait(lambda: False, "something that never happens", 0)
+    text = str(timed_out.value)
+    assert "no stage is behind" in text, text
+    assert f"published (topic end offsets): {published}:" in text, text
+    assert f"ledger: {pipeline.changelog_count()}" in text, text
+    assert "RUNNING" in text and "last lines of Kafka Connect" in text, text
+    assert "last lines of cdc-recon 0" in text and "assigned" in text, text
+
+
 def test_backlog_throughput_of_debezium_and_of_cdc_recon(
     pipeline: Pipeline, record: Callable[..., object]
 ) -> None:
@@ -86,7 +98,7 @@ def test_backlog_throughput_of_debezium_and_of_cdc_recon(
 
     resumed = time.monotonic()
     pipeline.stack.run("connector", "resume", pipeline.name)
-    published_at = wait_until(
+    published_at = pipeline.wait(
         lambda: pipeline.published() >= expected_messages and time.monotonic(),
         "Debezium to publish the backlog",
         120,

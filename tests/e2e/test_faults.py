@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from cdc_recon.sweep.sweeper import sweep_once
 from tests.e2e.pipeline import Pipeline
-from tests.e2e.processes import WorkloadThread, wait_until
+from tests.e2e.processes import WorkloadThread
 from tests.e2e.proxy import TcpProxy
 from tests.integration.events import envelope, key_bytes, send
 
@@ -46,14 +46,14 @@ def check_converged(
 def recovery(pipeline: Pipeline, since: float) -> float:
     """Seconds from `since` until the ledger holds every change the source had made by now."""
     made = pipeline.changelog_count()
-    wait_until(lambda: pipeline.ledger_count() >= made, "the service to catch up", 120)
+    pipeline.wait(lambda: pipeline.ledger_count() >= made, "the service to catch up", 120)
     return time.monotonic() - since
 
 
 def test_kill_9_mid_stream_and_restart(pipeline: Pipeline, record: Callable[..., object]) -> None:
     first = pipeline.start_service()
     work = pipeline.workload(COUNT, RATE, seed=11).start()
-    wait_until(lambda: pipeline.ledger_count() >= 800, "the service to apply changes", 60)
+    pipeline.wait(lambda: pipeline.ledger_count() >= 800, "the service to apply changes", 60)
     first.kill9()
     killed = time.monotonic()
     applied_at_kill = pipeline.ledger_count()
@@ -84,8 +84,11 @@ def test_target_database_unreachable_for_20s(
     with TcpProxy((target.hostname or "127.0.0.1", target.port or 5432)) as proxy:
         service = pipeline.start_service(CDC_RECON_TARGET_URL=_through(proxy, target.geturl()))
         work = pipeline.workload(COUNT, RATE, seed=12).start()
-        wait_until(lambda: pipeline.ledger_count() >= 800, "the service to apply changes", 60)
+        pipeline.wait(lambda: pipeline.ledger_count() >= 800, "the service to apply changes", 60)
         proxy.cut()
+        # A commit already past the proxy when it was cut may still land: read the count
+        # once the service has seen the outage (its first retry), not at the cut.
+        pipeline.wait(lambda: "retrying" in service.stderr, "the service to see the outage", 60)
         during = pipeline.ledger_count()
         threading.Event().wait(OUTAGE)  # the outage itself, not a synchronisation
         assert service.alive(), service.stderr[-3000:]
@@ -144,14 +147,14 @@ def test_poison_messages_in_the_topics_are_quarantined(
 ) -> None:
     service = pipeline.start_service()
     work = pipeline.workload(COUNT, RATE, seed=13).start()
-    wait_until(lambda: pipeline.ledger_count() >= 500, "the service to apply changes", 60)
+    pipeline.wait(lambda: pipeline.ledger_count() >= 500, "the service to apply changes", 60)
     poison = poison_messages(pipeline)
     for topic, key, value, partition, _ in poison:
         send(pipeline.endpoints.kafka_bootstrap, topic, [(key, value, partition)])
     injected = time.monotonic()
     changes, converge, rate = check_converged(pipeline, work, injected)
 
-    wait_until(lambda: len(pipeline.failures()) >= len(poison), "every poison quarantined", 30)
+    pipeline.wait(lambda: len(pipeline.failures()) >= len(poison), "every poison quarantined", 30)
     found = sorted((t, p, reason) for t, p, _, reason in pipeline.failures())
     assert found == sorted((t, p, reason) for t, _, _, p, reason in poison)
     assert dead_letters(pipeline, len(poison)) == len(poison)
@@ -231,7 +234,7 @@ def lose_a_range(pipeline: Pipeline) -> tuple[WorkloadThread, int, int]:
     summary = work.join()
     total = before.total + summary.total
     deletes = before.by_kind()["delete"] + summary.by_kind()["delete"]
-    wait_until(lambda: pipeline.published() >= total + deletes, "Debezium to publish", 120)
+    pipeline.wait(lambda: pipeline.published() >= total + deletes, "Debezium to publish", 120)
     skipped = move_offsets(pipeline, 150)
     assert skipped >= 300
     return work, total, skipped
@@ -242,7 +245,7 @@ def test_offsets_moved_past_a_range_are_healed_by_the_sweeper(
 ) -> None:
     work, total, skipped = lose_a_range(pipeline)
     second = pipeline.start_service()
-    wait_until(pipeline.caught_up, "the group to read to the end", 120)
+    pipeline.wait(pipeline.caught_up, "the group to read to the end", 120)
     lost, _ = pipeline.exactly_once()
     assert lost and not pipeline.diff().ok, "the moved offsets lost nothing?"
 

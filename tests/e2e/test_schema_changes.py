@@ -8,7 +8,6 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.pipeline import Pipeline
-from tests.e2e.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -35,7 +34,9 @@ def target_columns(pipeline: Pipeline, table: str) -> dict[str, str | None]:
 def test_columns_added_and_dropped_mid_workload_converge(pipeline: Pipeline) -> None:
     service = pipeline.start_service()
     work = pipeline.workload(count=4000, rate=400, seed=5).start()
-    wait_until(lambda: pipeline.ledger_count() > 400, "cdc-recon to apply the first changes", 120)
+    pipeline.wait(
+        lambda: pipeline.ledger_count() > 400, "cdc-recon to apply the first changes", 120
+    )
     source_sql(
         pipeline,
         "ALTER TABLE {s}.accounts ADD COLUMN loyalty integer",
@@ -43,7 +44,7 @@ def test_columns_added_and_dropped_mid_workload_converge(pipeline: Pipeline) -> 
         "UPDATE {s}.accounts SET loyalty = id % 7 WHERE id % 3 = 0",
     )
     applied = pipeline.ledger_count()
-    wait_until(lambda: pipeline.ledger_count() > applied + 400, "changes after the ALTER", 120)
+    pipeline.wait(lambda: pipeline.ledger_count() > applied + 400, "changes after the ALTER", 120)
     source_sql(
         pipeline,
         "ALTER TABLE {s}.accounts DROP COLUMN loyalty",

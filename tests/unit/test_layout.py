@@ -18,6 +18,7 @@ DOORS = {"psycopg2": "pg", "confluent_kafka": "kafka", "pymysql": "mariadb"}
 # level do not import each other either (sweep and reconcile are independent).
 LEVELS = {
     "exceptions": 0,
+    "faults": 0,
     "events": 1,
     "batch": 2,
     "timeparse": 1,

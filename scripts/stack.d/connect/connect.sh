@@ -7,24 +7,31 @@
 CONNECT_DIR="$STATE/connect"
 CONNECT_LOG="$CONNECT_DIR/connect.log"
 CONNECT_PID="$CONNECT_DIR/connect.pid"
-CONNECT_LIB="$CACHE/connect-lib"
+# One jar directory per pom.xml (its hash in the name): checkouts with different poms
+# share ~/.cache/cdc-recon, and a running worker opens jars lazily from its classpath, so
+# a directory in use must never be emptied and refilled under it (a Debezium task
+# restarted after a broker outage then failed with NoSuchFileException, for good).
+CONNECT_STAMP=$(sha256sum "$HERE/connect/pom.xml" | cut -c1-16)
+CONNECT_LIB="$CACHE/connect-lib-$CONNECT_STAMP"
 CONNECT_PLUGINS="$CACHE/connect-plugins"  # one isolated plugin per folder of connect/plugins/
 CONNECT_URL="http://$HOST:$CONNECT_PORT"
 CONNECT_OFF="$STATE/connect.off"  # written by `up --no-connect`
 
 connect_jars() {
-    local stamp
-    stamp=$(sha256sum "$HERE/connect/pom.xml" | cut -c1-16)
-    if [[ -f "$CONNECT_LIB/.resolved-$stamp" ]]; then return; fi
+    if [[ -f "$CONNECT_LIB/.resolved-$CONNECT_STAMP" ]]; then return; fi
     command -v mvn >/dev/null || die "mvn not found: install Maven (e.g. apt-get install maven)"
     say "resolving Kafka Connect and Debezium jars from Maven Central into $CONNECT_LIB"
-    rm -rf "$CONNECT_LIB"
-    mkdir -p "$CONNECT_LIB"
+    local fresh="$CONNECT_LIB.partial.$$"
+    rm -rf "$fresh"
+    mkdir -p "$fresh"
     if ! mvn -q -B -f "$HERE/connect/pom.xml" dependency:copy-dependencies \
-        -DoutputDirectory="$CONNECT_LIB" -DincludeScope=runtime >"$CACHE/connect-mvn.log" 2>&1; then
+        -DoutputDirectory="$fresh" -DincludeScope=runtime >"$CACHE/connect-mvn.log" 2>&1; then
+        rm -rf "$fresh"
         fail_with_log connect "$CACHE/connect-mvn.log" "Maven could not resolve the Connect jars"
     fi
-    touch "$CONNECT_LIB/.resolved-$stamp"
+    touch "$fresh/.resolved-$CONNECT_STAMP"
+    # Complete or absent, never half there: another `up` may be resolving the same pom.
+    mv -T "$fresh" "$CONNECT_LIB" 2>/dev/null || rm -rf "$fresh"
 }
 
 connect_plugins() {
