@@ -11,7 +11,8 @@ Commit protocol, per polled batch (promises P2, P4, P5):
 4. send the batch's failures to the dead-letter topic, flush, and mark them sent (or
    too large for it) in the `failures` table: `cdc_recon.kafka.producer`'s protocol,
    which also sends again what an earlier run left pending;
-5. commit the same next offsets to Kafka.
+5. commit the same next offsets to Kafka, asynchronously (a commit never holds the loop:
+   librdkafka keeps a synchronous one waiting while the group has no coordinator).
 
 Step 3 runs on a worker thread (`cdc_recon.apply.pipeline`), one batch at a time and in order:
 while the target applies batch N, the next batches are polled and decoded; steps 4-5 of
@@ -22,7 +23,8 @@ A crash before 3 commits loses nothing (the batch is read again). A crash betwee
 makes Kafka redeliver what the target already holds: on assignment each partition is
 started at the offset stored in the target, and the ledger and position guard make a
 redelivered change a no-op anyway. Kafka's committed offsets are therefore a copy for
-lag tools: a refused Kafka commit is logged and retried with the next batch.
+lag tools: a refused Kafka commit comes back at a later poll, is logged, and is sent
+again with the next batch or, on a quiet stream, within a second.
 
 `Service.stop()` (SIGTERM/SIGINT, through `cdc_recon.run`) lets the current batch finish
 steps 3-5, then the service leaves the group and `run` returns. `until_idle` makes it
@@ -190,6 +192,7 @@ class Service:
             # batches in flight on (stats, Kafka commit) without a poll timeout's delay.
             timeout = min(service.linger, timeout)
         batch = self._consumer.consume_batch(self._batch_limit.next(), timeout, service.linger)
+        self._requeue_refused_commits()
         now = self._clock()
         if batch:
             self._batch_limit.observe(message_sizes(batch))
@@ -290,6 +293,16 @@ class Service:
                 "table and the next run sends them"
             )
         return taken
+
+    def _requeue_refused_commits(self) -> None:
+        """Commits Kafka refused (reported at the last poll) become pending again, unless a
+        newer offset of the partition is pending already."""
+        refused, reason = self._consumer.failed_commits()
+        if not refused:
+            return
+        LOG.warning("Kafka refused an offset commit, sent again: %s", reason)
+        for key, offset in refused.items():
+            self._pending.setdefault(key, offset)
 
     def _commit_pending(self) -> None:
         """Step 5, best effort: the target holds the offsets that matter."""

@@ -1,8 +1,13 @@
 """The service's consumer-group client: a thin wrapper around `confluent_kafka.Consumer`.
 
 Offsets are ours, not librdkafka's: auto-commit and the automatic offset store are off,
-`commit()` is synchronous and called by the service only after the target transaction
-that stored the same offsets committed (promise P4). On assignment the wrapper asks a
+`commit()` is called by the service only after the target transaction that stored the
+same offsets committed (promise P4). It is asynchronous: Kafka's committed offsets are a
+copy for lag tools (a partition resumes from the offset stored in the target), and
+librdkafka holds a synchronous commit while the group has no coordinator, which stalled
+the consume loop for good after a broker restart on a busy host (issue 16). A refused
+commit comes back through `on_commit` at a later poll; `failed_commits()` hands the
+service those still worth sending again (`CommitFailures`). On assignment the wrapper asks a
 callback for the offsets stored in the target and starts each partition there; a
 partition with none starts at the group's committed offset, else `auto.offset.reset`.
 
@@ -92,6 +97,39 @@ def tp_key(tp: TopicPartition) -> TopicPartitionKey:
     return (tp.topic, tp.partition)
 
 
+class CommitFailures:
+    """The asynchronous commits Kafka refused, for sending again (pure bookkeeping).
+
+    Only the newest offset sent for a partition is worth sending again: a refusal of an
+    older one may come back after a newer one was sent, and committing it again would
+    move the group's offset back."""
+
+    def __init__(self) -> None:
+        self._sent: dict[TopicPartitionKey, int] = {}
+        self._failed: dict[TopicPartitionKey, int] = {}
+        self.reason: str | None = None
+
+    def sent(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        self._sent.update(offsets)
+        for key in offsets:
+            self._failed.pop(key, None)
+
+    def on_commit(self, error: Any, partitions: Sequence[Any]) -> None:
+        """librdkafka's `on_commit(err, partitions)`: a request-wide error, or one per
+        partition (`tp.error`)."""
+        for tp in partitions:
+            refused = error if error is not None else tp.error
+            key = tp_key(tp)
+            if refused is not None and self._sent.get(key) == tp.offset:
+                self._failed[key] = tp.offset
+                self.reason = str(refused)
+
+    def take(self) -> dict[TopicPartitionKey, int]:
+        """The refused newest offsets, forgotten here (the caller sends them again)."""
+        failed, self._failed = self._failed, {}
+        return failed
+
+
 class GroupConsumer:
     """One member of the service's consumer group; see the module docstring."""
 
@@ -107,6 +145,8 @@ class GroupConsumer:
         self._warned_topics: set[str] = set()
         self._closed = False
         self.joined = False  # a rebalance completed at least once (maybe with no partitions)
+        self._commits = CommitFailures()
+        config["on_commit"] = self._commits.on_commit
         self._consumer = Consumer(config)
 
     # -- group membership ------------------------------------------------------------
@@ -261,19 +301,20 @@ class GroupConsumer:
     # -- offsets -----------------------------------------------------------------------
 
     def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
-        """Commit each partition's next offset, synchronously; `KafkaUnavailable` if refused."""
+        """Send each partition's next offset to Kafka, without waiting (see the module
+        docstring); `KafkaUnavailable` when the request cannot even be queued."""
         if not offsets:
             return
         tps = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
         try:
-            result = self._consumer.commit(offsets=tps, asynchronous=False)
+            self._consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot commit offsets: {exc.args[0]}") from exc
-        refused = [tp for tp in result or [] if tp.error is not None]
-        if refused:
-            raise KafkaUnavailable(
-                f"offset commit refused for {_names(map(tp_key, refused))}: {refused[0].error}"
-            )
+        self._commits.sent(offsets)
+
+    def failed_commits(self) -> tuple[dict[TopicPartitionKey, int], str | None]:
+        """Commits Kafka refused since the last call (newest offsets only), and why."""
+        return self._commits.take(), self._commits.reason
 
     def committed(
         self, partitions: Iterable[TopicPartitionKey], timeout: float = 10.0

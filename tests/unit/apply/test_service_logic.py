@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from cdc_recon.batch import ApplyResult, Decoded, Failure, FailureReason, Messag
 from cdc_recon.codecs.messages import decode_message
 from cdc_recon.config import Settings
 from cdc_recon.exceptions import ConfigError, KafkaUnavailable, TransientDatabaseError
-from cdc_recon.kafka.consumer import Watermarks, consumer_config
+from cdc_recon.kafka.consumer import CommitFailures, Watermarks, consumer_config
 from cdc_recon.kafka.producer import headers
 
 GOOD = (
@@ -134,6 +135,7 @@ class FakeConsumer:
         self.assigned: list[tuple[str, int]] = []
         self.joined = False
         self.refuse_commits = 0
+        self.refused_later: list[dict[tuple[str, int], int]] = []  # what on_commit reports
         self.callbacks: dict[str, Any] = {}
 
     def subscribe(self, topics: Sequence[str], **callbacks: Any) -> None:
@@ -155,6 +157,11 @@ class FakeConsumer:
             self.refuse_commits -= 1
             raise KafkaUnavailable("rebalance in progress")
         self.log.append(("kafka-commit", dict(offsets)))
+
+    def failed_commits(self) -> tuple[dict[tuple[str, int], int], str | None]:
+        if self.refused_later and any(e[0] == "kafka-commit" for e in self.log):
+            return self.refused_later.pop(0), "Broker: Not coordinator"
+        return {}, None
 
     def positions(self) -> dict[tuple[str, int], int | None]:
         return {key: self.end for key in self.assigned}
@@ -296,6 +303,35 @@ def test_refused_kafka_commit_is_retried_with_the_next_batch_and_on_revoke() -> 
     service.run(until_idle=1.0)
     commits = [entry[1] for entry in log if entry[0] == "kafka-commit"]
     assert commits == [{("t", 0): 2, ("t", 1): 6}], "pending offsets committed at revocation"
+
+
+def test_a_commit_kafka_refuses_later_is_sent_again_on_a_quiet_stream() -> None:
+    """Commits are asynchronous (a synchronous one waits out a missing coordinator: the
+    stall after a broker restart, issue 16); a refusal reported at a later poll makes the
+    offsets pending again."""
+    log: list[Any] = []
+    service, consumer = make_service([[msg(1)]], log, end=2)
+    consumer.refused_later = [{("t", 0): 2}]
+    service.run(until_idle=3.0)
+    commits = [entry[1] for entry in log if entry[0] == "kafka-commit"]
+    assert commits == [{("t", 0): 2}, {("t", 0): 2}], commits
+
+
+def test_commit_failures_keep_only_the_newest_offset_sent() -> None:
+    failures = CommitFailures()
+    failures.sent({("t", 0): 10, ("t", 1): 5})
+    failures.sent({("t", 0): 20})
+    refused = "Broker: Not coordinator"
+    failures.on_commit(refused, [tp("t", 0, 10), tp("t", 1, 5)])  # the older request
+    assert failures.take() == {("t", 1): 5}, "a refusal of 10 must not undo 20"
+    failures.on_commit(None, [tp("t", 0, 20, error="Broker: Request timed out")])
+    assert failures.take() == {("t", 0): 20} and failures.take() == {}
+    failures.on_commit(None, [tp("t", 0, 20)])  # accepted
+    assert failures.take() == {}
+
+
+def tp(topic: str, partition: int, offset: int, error: str | None = None) -> Any:
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, error=error)
 
 
 def test_until_idle_needs_the_idle_period_and_the_end_of_the_log() -> None:
