@@ -17,14 +17,13 @@ against it: as many change ids as changes, none twice, every one of this source.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cdc_recon.mariadb.connection import connect, parse_url
 from cdc_recon.mariadb.sql import quote_ident
-from cdc_recon.workload import TABLES, Mix, Summary, WorkloadConfig
+from cdc_recon.workload import TABLES, Summary
 from cdc_recon.workload.mariadb import (
     create_mariadb_tables,
     create_target_tables,
@@ -35,29 +34,18 @@ from tests.conftest import Database
 from tests.e2e.compare import SchemaDiff
 from tests.e2e.compare_mariadb import compare_mariadb
 from tests.e2e.pipeline import Endpoints, Pipeline
-from tests.e2e.processes import Stack, wait_until
+from tests.e2e.processes import Stack, WorkloadThread
 
 
-class MariaDbWorkload:
-    """`run_mariadb_workload` on a thread; `made` counts committed changes as they happen."""
+class MariaDbWorkload(WorkloadThread):
+    """`WorkloadThread` running `run_mariadb_workload`; `made` counts committed changes as
+    they happen (the source's record of its changes here)."""
 
     def __init__(self, url: str, count: int, rate: float, seed: int, mix: str = "") -> None:
         self.url = parse_url(url)
-        self.config = WorkloadConfig(
-            schema=self.url.database,
-            rate=rate,
-            duration=None,
-            count=count,
-            mix=Mix.parse(mix) if mix else Mix(),
-            seed=seed,
-            progress_every=0.0,
-        )
+        super().__init__(None, self.url.database, count, rate, seed, mix)  # type: ignore[arg-type]
+        self.config = dataclasses.replace(self.config, progress_every=0.0)
         self.live: Summary | None = None
-        self.summary: Summary | None = None
-        self.error: BaseException | None = None
-        self.started = self.finished = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="e2e-mariadb-workload", daemon=True)
 
     def _watch(self, summary: Summary) -> None:
         self.live = summary
@@ -73,32 +61,10 @@ class MariaDbWorkload:
         finally:
             self.finished = time.monotonic()
 
-    def start(self) -> MariaDbWorkload:
-        self._thread.start()
-        wait_until(lambda: self.started, "the workload to start", 10, 0.01)
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     @property
     def made(self) -> int:
         done = self.summary or self.live
         return done.total if done is not None else 0
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float = 300) -> Summary:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._stop.set()
-            raise AssertionError(f"the MariaDB workload did not finish in {timeout}s")
-        if self.error is not None:
-            raise self.error
-        assert self.summary is not None
-        return self.summary
 
 
 class MariaDbPipeline(Pipeline):
